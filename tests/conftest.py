@@ -1,0 +1,72 @@
+"""Shared fixtures: real services and real worker processes, started once per session.
+
+* ``services``: a real ``redis-server`` (password on) and an ``nx-27017`` MongoDB wire
+  server, via the project's own local-default launcher.
+* ``workers``: two real ``python -m workers`` processes on the default queue, running
+  code from ``tests/workspace``. Tests that kill workers start their own pool on a
+  queue of their own (``worker_pools``), so the shared pool stays intact.
+
+Set ``TUNER_TEST_MONGO_URL`` to run the MongoDB contract test against a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.services import LocalServices
+from broker.settings import Settings
+from broker.store import TrialStore, connect
+from tests.helpers import WORKSPACE, WorkerPool
+
+sys.path.insert(0, str(WORKSPACE))
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state = tmp_path_factory.mktemp("state")
+    yield state
+    LocalServices(state).down()
+
+
+@pytest.fixture(scope="session")
+def settings(services_dir: Path) -> Settings:
+    connection, _ = LocalServices(services_dir).up()
+    return Settings(
+        broker_url=connection.broker_url,
+        mongo_url=connection.mongo_url,
+        secret=connection.secret,
+        mongo_db="tuner_test",
+        state_dir=services_dir,
+        workspace=WORKSPACE,
+        heartbeat_s=0.5,
+        lease_s=3.0,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> Iterator[TrialStore]:
+    store = connect(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def workers(settings: Settings, store: TrialStore) -> Iterator[WorkerPool]:
+    pool = WorkerPool(settings, store, machine_type=settings.machine_type, prefix="shared")
+    pool.start(2)
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def worker_pools(settings: Settings, store: TrialStore) -> Iterator[list[WorkerPool]]:
+    """Start dedicated pools with ``WorkerPool(...)``; appended ones stop at test end."""
+    pools: list[WorkerPool] = []
+    yield pools
+    for pool in pools:
+        pool.stop()

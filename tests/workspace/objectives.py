@@ -1,0 +1,44 @@
+"""Objectives the test workers run (the tests' "workspace")."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def quadratic(params):
+    time.sleep(params.get("sleep", 0.0))
+    return (params["x"] - 1.0) ** 2
+
+
+def record_params(params):
+    """Echo what arrived, exactly: repr keeps tuples, None and nesting visible."""
+    return {"loss": 0.0, "status": "ok", "got": repr(params)}
+
+
+def raise_on_negative(params):
+    if params["x"] < 0:
+        raise ValueError(f"x is negative: {params['x']}")
+    return params["x"]
+
+
+def logged(params):
+    """Append one line per run to params['log'], so tests can count runs per point."""
+    with open(params["log"], "a") as f:
+        f.write(f"{params['x']!r} {os.getpid()}\n")
+    time.sleep(params.get("sleep", 0.0))
+    return abs(params["x"])
+
+
+def returns(params):
+    """Return whatever params['value'] names, to exercise result validation."""
+    import math
+
+    values = {
+        "nan": float("nan"), "inf": float("inf"), "none": None, "string": "0.5",
+        "no_loss": {"status": "ok"}, "bad_status": {"loss": 1.0, "status": "great"},
+        "not_json": {"loss": 1.0, "status": "ok", "obj": object()},
+        "big": {"loss": 1.0, "status": "ok", "blob": "x" * 2_000_000},
+        "good": {"loss": math.pi, "status": "ok", "extra": [1, 2]},
+    }
+    return values[params["value"]]

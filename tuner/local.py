@@ -1,0 +1,81 @@
+"""Local worker processes, for the local default and ``hyperparameters run``.
+
+Each worker is started as its own process group (``python -m workers`` or the user's
+``--worker-command``), with the tuner's connection settings in its environment, and
+is stopped with SIGTERM, then SIGKILL of the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from broker.settings import Settings
+
+STOP_GRACE_S = 10.0
+
+
+class LocalWorkers:
+    """A context manager owning ``count`` worker processes on this machine."""
+
+    def __init__(self, settings: Settings, *, count: int, command: str | None = None) -> None:
+        self.settings = settings
+        self.count = count
+        self.command = command
+        self.logs_dir = (settings.state_dir / "logs" / "workers").resolve()
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> LocalWorkers:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.settings.to_env()}
+        tag = secrets.token_hex(2)
+        host = socket.gethostname()
+        for i in range(self.count):
+            name = f"local{i}-{tag}@{host}"
+            log_path = self.logs_dir / f"{name.replace('@', '_')}.log"
+            with open(log_path, "ab") as log:
+                self.processes.append(subprocess.Popen(
+                    self._argv(name), env={**env, "TUNER_WORKER_NAME": name},
+                    cwd=self.settings.workspace, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    shell=self.command is not None,
+                ))
+
+    def _argv(self, name: str) -> list[str] | str:
+        if self.command is not None:
+            return self.command
+        return [sys.executable, "-m", "workers", "--name", name,
+                "--workspace", str(Path(self.settings.workspace).resolve())]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        self.processes = []
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,62 @@
+"""A connected tuning session: resolved settings, the store, the Celery app.
+
+:func:`open_session` is where the "local default" happens for the tuner: with nothing
+configured it starts the local services (and, when no worker serves the queue, local
+workers) and stops exactly what it started when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from celery import Celery
+
+from broker import defaults
+from broker.celery_app import create_app
+from broker.notify import check_broker
+from broker.services import LocalServices, resolve
+from broker.settings import Settings
+from broker.store import TrialStore, connect
+from tuner.dispatch import CeleryDispatcher
+from tuner.local import LocalWorkers
+
+
+@dataclass
+class Session:
+    settings: Settings
+    store: TrialStore
+    app: Celery
+    dispatcher: CeleryDispatcher
+    local_workers: int = 0
+
+    def alive_workers(self) -> int:
+        return len(self.store.alive_workers(self.settings.queue, now=time.time(),
+                                            lease_s=self.settings.lease_s))
+
+
+@contextmanager
+def open_session(settings: Settings, *, local_workers: int | None = None) -> Iterator[Session]:
+    """Connect (``ConfigError`` within ~10 s if MongoDB or the broker is unreachable)."""
+    with ExitStack() as stack:
+        resolved, started = resolve(settings, start=True)
+        if started:
+            services = LocalServices(settings.state_dir)
+            stack.callback(services.down, started)
+        store = connect(resolved, timeout_s=defaults.CONNECT_TIMEOUT_S)
+        stack.callback(store.close)
+        check_broker(resolved.broker_url or "", timeout_s=defaults.CONNECT_TIMEOUT_S)
+        app = create_app(resolved)
+        session = Session(resolved, store, app, CeleryDispatcher(app, resolved.queue))
+        if settings.uses_local_default and session.alive_workers() == 0:
+            count = local_workers or default_local_worker_count()
+            pool = stack.enter_context(LocalWorkers(resolved, count=count))
+            session.local_workers = pool.count
+        yield session
+
+
+def default_local_worker_count() -> int:
+    return max(1, min(4, os.cpu_count() or 1))

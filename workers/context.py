@@ -1,0 +1,64 @@
+"""Per-process state of a worker: settings, store, notifier, runner and identity.
+
+Built lazily in the process that runs tasks (after Celery's pool forks), because
+PyMongo clients and the trial process must not be shared across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.notify import Notifier
+from broker.settings import Settings
+from broker.store import TrialStore, WorkerIdentity, connect
+from workers.runner import Runner
+
+_settings: Settings | None = None
+_context: WorkerContext | None = None
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: TrialStore
+    notifier: Notifier
+    runner: Runner
+    identity: WorkerIdentity
+    logs_dir: Path
+    pid: int
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings every worker process uses (called before Celery starts)."""
+    global _settings
+    _settings = settings
+
+
+def identity(name: str, settings: Settings) -> WorkerIdentity:
+    return WorkerIdentity(name=name, host=socket.gethostname(), pid=os.getpid(),
+                          gpu=settings.gpu, queue=settings.queue)
+
+
+def current(worker_name: str) -> WorkerContext:
+    global _context
+    if _context is not None and _context.pid == os.getpid():
+        return _context
+    if _settings is None:
+        raise RuntimeError("workers.context.configure() was not called")
+    settings = _settings
+    logs_dir = (settings.state_dir / "logs").resolve()
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    _context = WorkerContext(
+        settings=settings,
+        store=connect(settings),
+        notifier=Notifier(settings.broker_url or ""),
+        runner=Runner(settings.workspace.resolve(),
+                      log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log"),
+        identity=identity(worker_name, settings),
+        logs_dir=logs_dir,
+        pid=os.getpid(),
+    )
+    return _context

@@ -1,0 +1,56 @@
+"""Worker presence: each worker process announces itself in the ``workers`` collection
+and renews that every heartbeat, so the tuner knows how many workers serve its queue
+and the CLI can show who is busy with what."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery import Celery, signals
+
+from broker.settings import Settings
+from broker.store import connect
+from workers.context import identity
+
+log = logging.getLogger(__name__)
+
+
+def install(app: Celery, settings: Settings, worker_name: str) -> None:
+    """Heartbeat from the worker's main process from ``worker_ready`` to shutdown."""
+    stop = threading.Event()
+
+    @signals.worker_ready.connect(weak=False)
+    def _start(**_: object) -> None:
+        thread = threading.Thread(target=_beat, args=(settings, worker_name, stop),
+                                  name="presence", daemon=True)
+        thread.start()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop(**_: object) -> None:
+        stop.set()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _stop_runner(**_: object) -> None:
+        from workers import context
+
+        if context._context is not None:
+            context._context.runner.stop()
+
+
+def _beat(settings: Settings, worker_name: str, stop: threading.Event) -> None:
+    me = identity(worker_name, settings)
+    store = None
+    while not stop.is_set():
+        try:
+            store = store or connect(settings)
+            store.worker_heartbeat(me, now=time.time())
+        except Exception as exc:  # keep beating through outages
+            log.warning("worker heartbeat failed: %s", exc)
+        stop.wait(settings.heartbeat_s)
+    if store is not None:
+        try:
+            store.worker_gone(me)
+        except Exception as exc:
+            log.warning("could not mark worker gone: %s", exc)

@@ -1,0 +1,173 @@
+"""The Celery task: claim one trial, run it, record its one result.
+
+A thin adapter over the store and the runner. Every delivery of a message is safe:
+the claim is conditional (a duplicate or redelivered message finds the trial running
+or finished and does nothing), and the result write is fenced by the lease token (a
+worker that lost its lease writes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from pymongo.errors import AutoReconnect, ConnectionFailure
+
+from broker import defaults, names
+from broker.celery_app import send_trial
+from broker.errors import SignatureError
+from broker.spec import open_spec
+from broker.store import Claim
+from broker.trial_doc import TrialState, failure_result, flat_vals, state_of
+from workers import context
+from workers.context import WorkerContext
+from workers.runner import Outcome
+
+log = logging.getLogger(__name__)
+
+
+def register(app: Celery) -> None:
+    """Register the trial task on ``app`` (the worker side of :mod:`broker.celery_app`)."""
+
+    @app.task(name=names.EVALUATE_TRIAL, bind=True, acks_late=True,
+              reject_on_worker_lost=True)
+    def evaluate_trial(self: Any, exp_id: str, tid: int) -> dict[str, Any]:
+        ctx = context.current(self.request.hostname or "worker")
+        return evaluate(ctx, self.app, str(exp_id), int(tid))
+
+
+def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str, Any]:
+    """Evaluate trial ``tid`` of experiment ``exp_id`` if nobody else holds it."""
+    settings = ctx.settings
+    claim, doc = ctx.store.claim(exp_id, tid, ctx.identity, lease_s=settings.lease_s,
+                                 now=time.time())
+    if claim is None:
+        state = state_of(doc).value if doc else "missing"
+        log.info("trial %s/%s is %s: nothing to do (duplicate or late delivery)",
+                 exp_id, tid, state)
+        return {"exp_id": exp_id, "tid": tid, "skipped": state}
+    if claim.attempt > settings.max_attempts:
+        lost = failure_result("worker_lost", f"worker lost ×{claim.attempt - 1}")
+        return _record(ctx, claim, Outcome("done", result=lost), None)
+
+    experiment = ctx.store.experiment(exp_id) or {}
+    try:
+        spec = open_spec(experiment.get("spec"), experiment.get("spec_signature"),
+                         settings.require_secret())
+    except SignatureError as exc:
+        log.error("REFUSED trial %s/%s: %s", exp_id, tid, exc)
+        refused = Outcome("unavailable", error=f"SignatureError: {exc}")
+        return _record(ctx, claim, refused, None)
+
+    log_path = ctx.logs_dir / exp_id / f"{tid}.{claim.attempt}.log"
+    ctx.store.set_worker_activity(ctx.identity, {"exp_id": exp_id, "tid": tid,
+                                                 "since": time.time()})
+    try:
+        outcome = ctx.runner.run(
+            f"{exp_id}:{experiment['spec_signature']}",
+            {"objective": spec["objective"], "space": spec["space"],
+             "space_fingerprint": spec["space_fingerprint"]},
+            flat_vals(claim.doc),
+            log_path,
+            tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
+            interval_s=settings.heartbeat_s,
+        )
+    finally:
+        ctx.store.set_worker_activity(ctx.identity, None)
+    if outcome.kind == "died":
+        return _released(ctx, app, claim, outcome, experiment)
+    return _record(ctx, claim, outcome, log_path)
+
+
+def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome,
+            log_path: Path | None) -> dict[str, Any]:
+    """Write the trial's one result (fenced by the lease) and announce it."""
+    summary = {"exp_id": claim.exp_id, "tid": claim.tid, "attempt": claim.attempt,
+               "host": ctx.identity.host, "gpu": ctx.identity.gpu}
+    if outcome.kind == "stopped" and outcome.reason == "lost":
+        log.warning("trial %s/%s: lease lost (re-queued elsewhere); stopped, nothing written",
+                    claim.exp_id, claim.tid)
+        return {**summary, "state": "lost"}
+    result = _result_of(outcome)
+    now = time.time()
+    fields: dict[str, Any] = {"log_tail": _tail(log_path)}
+    if outcome.started_at is not None:
+        fields.update(started_at=outcome.started_at,
+                      duration_s=(outcome.ended_at or now) - outcome.started_at)
+    if outcome.params is not None:
+        fields["params"] = outcome.params
+    cancelled = outcome.kind == "stopped"
+    written = _with_retry(lambda: ctx.store.finish(claim, result, now=now, cancelled=cancelled,
+                                                   **fields))
+    state = (TrialState.CANCELLED if cancelled else
+             TrialState.OK if result.get("status") == "ok" else TrialState.FAIL)
+    if not written:
+        log.warning("trial %s/%s: result discarded, the trial was taken over (lease lost)",
+                    claim.exp_id, claim.tid)
+        return {**summary, "state": "lost"}
+    ctx.notifier.trial_changed(claim.exp_id, claim.tid, state.value)
+    failure = result.get("failure", {})
+    return {**summary, "state": state.value, "loss": result.get("loss"),
+            "params": outcome.params, "error": failure.get("message"),
+            "log_tail": (fields["log_tail"] or "")[-1000:]}
+
+
+def _result_of(outcome: Outcome) -> dict[str, Any]:
+    if outcome.kind == "done":
+        assert outcome.result is not None
+        return outcome.result
+    if outcome.kind == "stopped":
+        return failure_result("cancelled", "cancelled by the tuner while running")
+    return failure_result("objective_unavailable", outcome.error or "unknown error",
+                          outcome.traceback)
+
+
+def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
+              experiment: dict[str, Any]) -> dict[str, Any]:
+    """The trial process died: give the trial back (or fail it after the attempt cap)."""
+    settings = ctx.settings
+    verdict = ctx.store.release(claim, outcome.error or "trial process died",
+                                max_attempts=settings.max_attempts, now=time.time())
+    log.warning("trial %s/%s attempt %s: %s -> %s", claim.exp_id, claim.tid, claim.attempt,
+                outcome.error, verdict)
+    if verdict == "queued":
+        send_trial(app, claim.exp_id, claim.tid,
+                   queue=experiment.get("queue") or settings.queue)
+    if verdict != "lost":
+        state = TrialState.QUEUED if verdict == "queued" else TrialState.FAIL
+        ctx.notifier.trial_changed(claim.exp_id, claim.tid, state.value)
+    return {"exp_id": claim.exp_id, "tid": claim.tid, "attempt": claim.attempt,
+            "state": verdict, "error": outcome.error}
+
+
+def _with_retry(write: Any, *, budget_s: float = defaults.RESULT_WRITE_RETRY_S) -> Any:
+    """Retry a MongoDB write through an outage with bounded exponential backoff; the
+    message stays unacknowledged meanwhile (late acks)."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except (AutoReconnect, ConnectionFailure) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("MongoDB unavailable (%s); retrying the result write in %.1f s",
+                        exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _tail(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - defaults.LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
