@@ -46,3 +46,8 @@ class ServiceError(TunerError):
     def __init__(self, message: str, *, log: str = "") -> None:
         super().__init__(message)
         self.log = log
+
+
+class StoreContractError(TunerError):
+    """The MongoDB server answered in a way the store's contract rules out (e.g. a
+    conditional update touched another document); nothing more is written."""

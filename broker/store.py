@@ -30,7 +30,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from broker import names
-from broker.errors import ConfigError, ExperimentError
+from broker.errors import ConfigError, ExperimentError, StoreContractError
 from broker.settings import Settings, redact
 from broker.trial_doc import (
     EXP_KEY,
@@ -206,14 +206,14 @@ class TrialStore:
         they have lost ``max_attempts`` workers. Returns ``(requeued, failed)`` tids."""
         expired = self.trials.find(
             {EXP_KEY: exp_id, "state": base.JOB_STATE_RUNNING, "lease.expires_at": {"$lt": now}},
-            {"_id": 0, TID: 1, "lease": 1, "attempt": 1},
+            {"_id": 0, TID: 1, "lease": 1, "attempt": 1, "attempts": 1},
         )
         requeued, failed = [], []
         for doc in expired:
             lease = doc["lease"]
             outcome = self._release(
-                exp_id, doc[TID], lease["token"], int(doc.get("attempt", 0)), lease.get("owner"),
-                "lease expired", max_attempts=max_attempts, now=now,
+                exp_id, doc, lease["token"], lease.get("owner"), "lease expired",
+                max_attempts=max_attempts, now=now,
             )
             if outcome == "queued":
                 requeued.append(doc[TID])
@@ -254,14 +254,15 @@ class TrialStore:
         """
         token = secrets.token_hex(8)
         before = self.trials.find_one_and_update(
-            {
-                EXP_KEY: exp_id,
-                TID: tid,
-                "$or": [
+            # explicit $and: nx-27017 mis-applies an $or that sits beside other fields
+            {"$and": [
+                {EXP_KEY: exp_id},
+                {TID: tid},
+                {"$or": [
                     {"state": base.JOB_STATE_NEW},
                     {"state": base.JOB_STATE_RUNNING, "lease.expires_at": {"$lt": now}},
-                ],
-            },
+                ]},
+            ]},
             {
                 "$set": {
                     "state": base.JOB_STATE_RUNNING,
@@ -281,11 +282,19 @@ class TrialStore:
         )
         if before is None:
             return None, self.trial(exp_id, tid)
-        if before["state"] == base.JOB_STATE_RUNNING:
-            lost = _lost_attempt(before, "lease expired", now)
-            self.trials.update_one(
-                {EXP_KEY: exp_id, TID: tid, "lease.token": token}, {"$push": {"attempts": lost}}
-            )
+        if before.get(EXP_KEY) != exp_id or before.get(TID) != tid:
+            raise StoreContractError(
+                f"claim of trial {exp_id}/{tid} updated trial "
+                f"{before.get(EXP_KEY)}/{before.get(TID)}: this MongoDB server does not honour "
+                "the store's contract (see tests/broker/test_mongo_contract.py)")
+        if before["state"] == base.JOB_STATE_RUNNING:  # took over from a lost worker
+            lease = before.get("lease") or {}
+            attempts = [*before.get("attempts", []), {
+                "attempt": int(before.get("attempt", 0)), "worker": lease.get("owner"),
+                "reason": "lease expired", "at": now}]
+            self.trials.update_one({EXP_KEY: exp_id, TID: tid, "lease.token": token},
+                                   {"$set": {"attempts": attempts}})
+            before = {**before, "attempts": attempts}
         attempt = int(before.get("attempt", 0)) + 1
         return Claim(exp_id, tid, token, attempt, worker.name, before), before
 
@@ -337,15 +346,20 @@ class TrialStore:
     def release(self, claim: Claim, reason: str, *, max_attempts: int, now: float) -> str:
         """The run was lost (its process died): re-queue the trial, or fail it after
         ``max_attempts`` lost runs. Returns ``"queued"``, ``"failed"`` or ``"lost"``."""
-        return self._release(
-            claim.exp_id, claim.tid, claim.token, claim.attempt, claim.worker, reason,
-            max_attempts=max_attempts, now=now,
-        )
+        doc = {**claim.doc, "attempt": claim.attempt}
+        return self._release(claim.exp_id, doc, claim.token, claim.worker, reason,
+                             max_attempts=max_attempts, now=now)
 
     def _release(
-        self, exp_id: str, tid: int, token: str, attempt: int, owner: str | None, reason: str,
+        self, exp_id: str, doc: dict[str, Any], token: str, owner: str | None, reason: str,
         *, max_attempts: int, now: float,
     ) -> str:
+        """Give a running trial back (or fail it at the attempt cap), fenced by ``token``.
+
+        The lost run is appended to ``attempts`` by rewriting the list read with the
+        document (the token fences the write), not with ``$push``, which not every
+        MongoDB-compatible server applies to sub-documents correctly."""
+        tid, attempt = doc[TID], int(doc.get("attempt", 0))
         entry = {"attempt": attempt, "worker": owner, "reason": reason, "at": now}
         if attempt >= max_attempts:
             result = failure_result("worker_lost", f"worker lost ×{attempt} (last: {reason})")
@@ -355,10 +369,11 @@ class TrialStore:
         else:
             update = {"state": base.JOB_STATE_NEW, "queued_at": now}
             outcome = "queued"
-        update.update({"lease": None, "refresh_time": now})
+        update.update({"lease": None, "refresh_time": now,
+                       "attempts": [*doc.get("attempts", []), entry]})
         matched = self.trials.update_one(
             {EXP_KEY: exp_id, TID: tid, "lease.token": token, "state": base.JOB_STATE_RUNNING},
-            {"$set": update, "$push": {"attempts": entry}},
+            {"$set": update},
         ).matched_count
         return outcome if matched == 1 else "lost"
 
@@ -382,9 +397,3 @@ class TrialStore:
 
     def alive_workers(self, queue: str, *, now: float, lease_s: float) -> list[dict[str, Any]]:
         return list(self.workers.find({"queue": queue, "heartbeat_at": {"$gt": now - lease_s}}))
-
-
-def _lost_attempt(doc: dict[str, Any], reason: str, now: float) -> dict[str, Any]:
-    lease = doc.get("lease") or {}
-    return {"attempt": int(doc.get("attempt", 0)), "worker": lease.get("owner"),
-            "reason": reason, "at": now}
