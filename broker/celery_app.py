@@ -42,7 +42,8 @@ def create_app(settings: Settings) -> Celery:
         result_accept_content=["json"],
         # Acknowledge after the trial, so a worker that dies mid-trial loses nothing.
         task_acks_late=True,
-        # ...and requeue the message when the pool process running it dies. A trial
+        # ...and requeue the message if a prefork pool process running it dies (the
+        # default threads pool runs trials in their own process group instead). A trial
         # whose worker keeps dying is failed after max_attempts (our own cap, in the
         # trial document), so a poison trial cannot loop forever.
         task_reject_on_worker_lost=True,

@@ -388,12 +388,8 @@ class TrialStore:
             upsert=True,
         )
 
-    def set_worker_activity(self, worker: WorkerIdentity, current: dict[str, Any] | None) -> None:
-        self.workers.update_one({"_id": worker.name}, {"$set": {"current": current}})
-
     def worker_gone(self, worker: WorkerIdentity) -> None:
-        self.workers.update_one({"_id": worker.name}, {"$set": {"heartbeat_at": 0.0,
-                                                                "current": None}})
+        self.workers.update_one({"_id": worker.name}, {"$set": {"heartbeat_at": 0.0}})
 
     def alive_workers(self, queue: str, *, now: float, lease_s: float) -> list[dict[str, Any]]:
         return list(self.workers.find({"queue": queue, "heartbeat_at": {"$gt": now - lease_s}}))

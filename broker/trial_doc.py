@@ -17,6 +17,7 @@ Fields added by this project::
     params       the point as the objective received it (``space_eval``), JSON-safe
     log_tail     the last bytes of the trial's captured stdout/stderr
     cancel       set by the tuner to ask the worker to stop the trial
+    spec_signature     the experiment spec the trial belongs to (see broker.spec)
 
 Hyperopt has two lifecycle vocabularies (``state`` integers and ``result.status``
 strings); :class:`TrialState` is the one used everywhere else, mapped here only.
@@ -97,9 +98,13 @@ def failure_result(kind: str, message: str, traceback: str | None = None) -> dic
     return {"status": base.STATUS_FAIL, "failure": failure}
 
 
-def new_trial_fields(now: float) -> dict[str, Any]:
-    """The fields this project adds to a freshly suggested Hyperopt trial document."""
+def new_trial_fields(now: float, spec_signature: str | None) -> dict[str, Any]:
+    """The fields this project adds to a freshly suggested Hyperopt trial document.
+
+    ``spec_signature`` names the experiment spec the trial was suggested under, so a
+    worker knows when its cached copy of the spec is current."""
     return {
+        "spec_signature": spec_signature,
         "attempt": 0,
         "lease": None,
         "attempts": [],

@@ -119,7 +119,7 @@ def make_experiment(store: TrialStore, settings: Settings, fn: Callable[..., Any
     docs = rand.suggest(tids, domain, trials, seed)
     now = time.time()
     for doc in docs:
-        doc.update(new_trial_fields(now))
+        doc.update(new_trial_fields(now, signature))
         doc["misc"]["cmd"] = None
     store.insert_trials([base.SONify(d) for d in docs])
     return experiment, tids

@@ -105,8 +105,7 @@ class SuggestionLoop:
 
     def _slots(self) -> int:
         parallelism = self.trials.parallelism or max(1, self._workers)
-        ahead = self.settings.queue_ahead or 0
-        return parallelism + ahead - self.trials.in_flight
+        return parallelism + self.settings.queue_ahead - self.trials.in_flight
 
     def _fill(self) -> None:
         """Suggest and send trials until every slot is taken or ``max_evals`` is reached."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -54,7 +55,8 @@ def run_experiment(request: RunRequest, settings: Settings, console: Console) ->
         if request.worker_count > 0:
             stack.enter_context(LocalWorkers(resolved, count=request.worker_count,
                                              command=request.worker_command))
-        env = {**os.environ, **resolved.to_env(), "TUNER_PROGRESS": "0",
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+        env = {**os.environ, **resolved.to_env(), "PATH": path, "TUNER_PROGRESS": "0",
                "TUNER_EXPERIMENT": request.name, "EXPERIMENT_NAME": request.name}
         if request.worker_count > 0 and resolved.parallelism is None:
             env["TUNER_PARALLELISM"] = str(request.worker_count)

@@ -94,7 +94,7 @@ class DistributedTrials(base.Trials):
         for doc in docs:
             doc = self.assert_valid_trial(base.SONify(doc))
             doc["misc"]["cmd"] = None  # Hyperopt's pickled-domain pointer: unused here
-            doc.update(new_trial_fields(now))
+            doc.update(new_trial_fields(now, (self.experiment or {}).get("spec_signature")))
             ready.append(doc)
         self.store.insert_trials([dict(d) for d in ready])
         for doc in ready:

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", help="folder holding the tuning code (default: .)")
     parser.add_argument("--name", help="worker name (default: gpuN@host or cpuPID@host)")
     parser.add_argument("--loglevel", "-l", default="info")
-    parser.add_argument("--pool", default="prefork", help="Celery pool (default prefork)")
+    parser.add_argument("--pool", default="threads",
+                        help="Celery pool (default threads: the Celery process stays responsive "
+                        "while the trial runs in its own process group)")
     return parser
 
 

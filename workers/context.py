@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from broker.notify import Notifier
 from broker.settings import Settings
@@ -18,6 +19,15 @@ from workers.runner import Runner
 
 _settings: Settings | None = None
 _context: WorkerContext | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedExperiment:
+    """An experiment spec whose signature was checked, cached per experiment id."""
+
+    spec: dict[str, Any]
+    signature: str
+    queue: str | None
 
 
 @dataclass
@@ -29,6 +39,7 @@ class WorkerContext:
     identity: WorkerIdentity
     logs_dir: Path
     pid: int
+    experiments: dict[str, VerifiedExperiment] = field(default_factory=dict)
 
 
 def configure(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from broker.spec import open_spec
 from broker.store import Claim
 from broker.trial_doc import TrialState, failure_result, flat_vals, state_of
 from workers import context
-from workers.context import WorkerContext
+from workers.context import VerifiedExperiment, WorkerContext
 from workers.runner import Outcome
 
 log = logging.getLogger(__name__)
@@ -53,33 +53,41 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
         lost = failure_result("worker_lost", f"worker lost ×{claim.attempt - 1}")
         return _record(ctx, claim, Outcome("done", result=lost), None)
 
-    experiment = ctx.store.experiment(exp_id) or {}
     try:
-        spec = open_spec(experiment.get("spec"), experiment.get("spec_signature"),
-                         settings.require_secret())
+        experiment = _experiment(ctx, exp_id, claim.doc.get("spec_signature"))
     except SignatureError as exc:
         log.error("REFUSED trial %s/%s: %s", exp_id, tid, exc)
         refused = Outcome("unavailable", error=f"SignatureError: {exc}")
         return _record(ctx, claim, refused, None)
 
     log_path = ctx.logs_dir / exp_id / f"{tid}.{claim.attempt}.log"
-    ctx.store.set_worker_activity(ctx.identity, {"exp_id": exp_id, "tid": tid,
-                                                 "since": time.time()})
-    try:
-        outcome = ctx.runner.run(
-            f"{exp_id}:{experiment['spec_signature']}",
-            {"objective": spec["objective"], "space": spec["space"],
-             "space_fingerprint": spec["space_fingerprint"]},
-            flat_vals(claim.doc),
-            log_path,
-            tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
-            interval_s=settings.heartbeat_s,
-        )
-    finally:
-        ctx.store.set_worker_activity(ctx.identity, None)
+    spec = experiment.spec
+    outcome = ctx.runner.run(
+        f"{exp_id}:{experiment.signature}",
+        {"objective": spec["objective"], "space": spec["space"],
+         "space_fingerprint": spec["space_fingerprint"]},
+        flat_vals(claim.doc),
+        log_path,
+        tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
+        interval_s=settings.heartbeat_s,
+    )
     if outcome.kind == "died":
         return _released(ctx, app, claim, outcome, experiment)
     return _record(ctx, claim, outcome, log_path)
+
+
+def _experiment(ctx: WorkerContext, exp_id: str, signature: str | None) -> VerifiedExperiment:
+    """The experiment's verified spec, from the cache while the trial's recorded
+    signature matches it (saves a read per trial), else read and verified again."""
+    cached = ctx.experiments.get(exp_id)
+    if cached is not None and signature is not None and cached.signature == signature:
+        return cached
+    doc = ctx.store.experiment(exp_id) or {}
+    spec = open_spec(doc.get("spec"), doc.get("spec_signature"),
+                     ctx.settings.require_secret())
+    verified = VerifiedExperiment(spec, doc["spec_signature"], doc.get("queue"))
+    ctx.experiments[exp_id] = verified
+    return verified
 
 
 def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome,
@@ -126,7 +134,7 @@ def _result_of(outcome: Outcome) -> dict[str, Any]:
 
 
 def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
-              experiment: dict[str, Any]) -> dict[str, Any]:
+              experiment: VerifiedExperiment) -> dict[str, Any]:
     """The trial process died: give the trial back (or fail it after the attempt cap)."""
     settings = ctx.settings
     verdict = ctx.store.release(claim, outcome.error or "trial process died",
@@ -135,7 +143,7 @@ def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
                 outcome.error, verdict)
     if verdict == "queued":
         send_trial(app, claim.exp_id, claim.tid,
-                   queue=experiment.get("queue") or settings.queue)
+                   queue=experiment.queue or settings.queue)
     if verdict != "lost":
         state = TrialState.QUEUED if verdict == "queued" else TrialState.FAIL
         ctx.notifier.trial_changed(claim.exp_id, claim.tid, state.value)
