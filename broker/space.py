@@ -54,9 +54,9 @@ def validate(space: Any) -> Apply:
     """The space as a ``pyll`` graph, or :class:`SpaceError` naming what is wrong."""
     try:
         expr = as_apply(space)
-    except Exception as exc:  # as_apply raises whatever the object's walk raises
-        raise SpaceError(f"not a Hyperopt search space: {exc}") from None
-    nodes = toposort(expr)
+        nodes = toposort(expr)
+    except Exception as exc:  # whatever walking a foreign object raises
+        raise SpaceError(f"not a Hyperopt search space: {type(exc).__name__}: {exc}") from None
     if len(nodes) > MAX_NODES:
         raise SpaceError(f"search space has {len(nodes)} nodes; the limit is {MAX_NODES}")
     _check_depth(nodes)

@@ -21,7 +21,6 @@ from tuner import report
 from tuner.run_command import RunRequest, run_experiment
 
 console = Console()
-errors = Console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except TunerError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        errors.print("interrupted")
+        print("interrupted", file=sys.stderr)
         return 130
 
 

@@ -61,7 +61,8 @@ class ProgressView:
         elif snap.finished != self._last_finished:
             self._last_finished = snap.finished
             self.console.print(f"[{self.name}] {snap.finished}/{snap.max_evals} trials · "
-                               f"{snap.describe()}", highlight=False)
+                               f"{snap.describe()}", markup=False, highlight=False,
+                               soft_wrap=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

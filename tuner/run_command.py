@@ -91,7 +91,7 @@ def _run_tuning_command(request: RunRequest, env: dict[str, str], settings: Sett
 def _forward(stream: object, console: Console) -> None:
     for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
         console.print(raw.decode(errors="replace").rstrip("\n"), markup=False,
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def _snapshot(store: TrialStore, exp_id: str, settings: Settings) -> Snapshot:
@@ -117,4 +117,4 @@ def _print_best(store: TrialStore, exp_id: str, console: Console) -> None:
         return
     console.print(f"Best trial {best['tid']}: loss {best['result']['loss']:.6g}")
     for key, value in flatten(best.get("params") or {}).items():
-        console.print(f"  {key} = {value!r}", markup=False, highlight=False)
+        console.print(f"  {key} = {value!r}", markup=False, highlight=False, soft_wrap=True)

@@ -49,13 +49,16 @@ def _as_result(value: Any) -> dict[str, Any]:
     if status not in (STATUS_OK, STATUS_FAIL):
         raise InvalidResult(f"result status {status!r} is not a final status; use 'ok' or "
                             "'fail'")
-    result = _jsonable(value, "result")
+    loss = None
     if status == STATUS_OK:
         if "loss" not in value:
             raise InvalidResult("result has status 'ok' but no 'loss'")
         if not _is_number(value["loss"]):
             raise InvalidResult(f"result['loss'] is {_describe(value['loss'])}, not a number")
-        result["loss"] = _finite_loss(value["loss"])
+        loss = _finite_loss(value["loss"])
+    result = _jsonable(value, "result")
+    if loss is not None:
+        result["loss"] = loss
     return result
 
 

@@ -42,3 +42,27 @@ def returns(params):
         "good": {"loss": math.pi, "status": "ok", "extra": [1, 2]},
     }
     return values[params["value"]]
+
+
+def suicide(params):
+    """Kill the trial process, as a segfaulting CUDA kernel or the OOM killer would."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def spawn_and_sleep(params):
+    """Start a child that would outlive a careless kill, then hang."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "1000"])
+    with open(params["pids"], "w") as f:
+        f.write(f"{os.getpid()} {child.pid}\n")
+    time.sleep(1000)
+
+
+def chatty(params):
+    print("from python print")
+    os.write(1, b"from fd 1\n")
+    os.write(2, b"from fd 2\n")
+    return 1.0

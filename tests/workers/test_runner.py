@@ -1,0 +1,114 @@
+"""The trial process: reuse, output capture, deaths and kills (no Celery involved)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hyperopt import hp
+
+from broker import space
+from tests.helpers import REPO, WORKSPACE, wait_for
+from workers.runner import Runner
+
+
+def load_request(function: str, search_space) -> dict:
+    encoded = space.encode(space.validate(search_space))
+    return {"objective": {"kind": "module", "module": "objectives", "qualname": function,
+                          "root": ".", "sha256": None},
+            "space": encoded, "space_fingerprint": space.fingerprint(encoded)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_trials_of_one_experiment_share_one_process_and_output_is_captured(tmp_path):
+    runner = Runner(WORKSPACE)
+    runs = tmp_path / "runs.log"
+    request = load_request("logged", {"x": hp.uniform("x", -1, 1), "log": str(runs)})
+    try:
+        for i, x in enumerate((0.5, -0.25)):
+            outcome = runner.run("exp:1", request, {"x": x}, tmp_path / f"{i}.log",
+                                 tick=lambda: "ok", interval_s=0.5)
+            assert outcome.kind == "done"
+            assert outcome.result == {"loss": abs(x), "status": "ok"}
+            assert outcome.params == {"log": str(runs), "x": x}
+            assert outcome.started_at <= outcome.ended_at
+        pids = {line.split()[1] for line in runs.read_text().splitlines()}
+        assert len(pids) == 1
+
+        chatty = load_request("chatty", {"x": hp.uniform("x", 0, 1)})
+        outcome = runner.run("exp:2", chatty, {"x": 0.5}, tmp_path / "chatty.log",
+                             tick=lambda: "ok", interval_s=0.5)
+        assert outcome.kind == "done"
+        log = (tmp_path / "chatty.log").read_text()
+        assert "from python print" in log and "from fd 1" in log and "from fd 2" in log
+        assert not alive(int(pids.pop()))  # the other experiment's process was replaced
+    finally:
+        runner.stop()
+
+
+def test_a_trial_that_kills_its_own_process_is_reported_as_died(tmp_path):
+    runner = Runner(WORKSPACE)
+    outcome = runner.run("exp", load_request("suicide", {"x": hp.uniform("x", 0, 1)}),
+                         {"x": 0.5}, tmp_path / "t.log", tick=lambda: "ok", interval_s=0.5)
+    assert outcome.kind == "died"
+    assert outcome.error == "trial process killed by SIGKILL"
+
+
+def test_stopping_kills_the_whole_process_group(tmp_path):
+    runner = Runner(WORKSPACE)
+    pids = tmp_path / "pids"
+    verdicts = iter(["ok"] * 100)
+    request = load_request("spawn_and_sleep", {"pids": str(pids)})
+
+    def tick() -> str:
+        return "cancel" if pids.exists() else next(verdicts)
+
+    started = time.monotonic()
+    outcome = runner.run("exp", request, {}, tmp_path / "t.log", tick=tick, interval_s=0.2)
+    assert outcome.kind == "stopped" and outcome.reason == "cancel"
+    assert time.monotonic() - started < 30
+    trial_pid, grandchild_pid = map(int, pids.read_text().split())
+    wait_for(lambda: not alive(trial_pid) and not alive(grandchild_pid), timeout=5,
+             message="the trial process and its child to be gone")
+
+
+def test_an_objective_that_cannot_be_loaded_is_unavailable(tmp_path):
+    runner = Runner(WORKSPACE)
+    request = load_request("quadratic", {"x": hp.uniform("x", 0, 1)})
+    request["objective"]["module"] = "no_such_module"
+    outcome = runner.run("exp", request, {"x": 0.5}, tmp_path / "t.log", tick=lambda: "ok",
+                         interval_s=0.5)
+    assert outcome.kind == "unavailable"
+    assert "no_such_module" in outcome.error
+
+
+def test_the_trial_process_dies_with_its_worker(tmp_path):
+    pids = tmp_path / "pids"
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from workers.runner import Runner
+from tests.workers.test_runner import load_request
+runner = Runner(Path({str(WORKSPACE)!r}))
+runner.run("exp", load_request("spawn_and_sleep", {{"pids": {str(pids)!r}}}), {{}},
+           Path({str(tmp_path / "t.log")!r}), tick=lambda: "ok", interval_s=0.5)
+"""
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    wait_for(pids.exists, timeout=30, message="the trial to start")
+    trial_pid, grandchild_pid = map(int, pids.read_text().split())
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    wait_for(lambda: not alive(trial_pid) and not alive(grandchild_pid), timeout=10,
+             message="the orphaned trial process and its child to be killed")
