@@ -2,7 +2,8 @@
 
 Each worker is started as its own process group (``python -m workers`` or the user's
 ``--worker-command``), with the tuner's connection settings in its environment, and
-is stopped with SIGTERM, then SIGKILL of the whole group.
+is stopped with SIGTERM, then SIGKILL of the whole group. On a machine with GPUs the
+workers are pinned to them in turn (``--gpu``), one trial per GPU at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from broker import gpus
 from broker.settings import Settings
 
 STOP_GRACE_S = 10.0
@@ -30,6 +32,7 @@ class LocalWorkers:
         self.command = command
         self.logs_dir = (settings.state_dir / "logs" / "workers").resolve()
         self.processes: list[subprocess.Popen] = []
+        self.gpus = [gpu.index for gpu in gpus.detect()] if command is None else []
 
     def __enter__(self) -> LocalWorkers:
         self.start()
@@ -46,9 +49,12 @@ class LocalWorkers:
         for i in range(self.count):
             name = f"local{i}-{tag}@{host}"
             log_path = self.logs_dir / f"{name.replace('@', '_')}.log"
+            worker_env = {**env, "TUNER_WORKER_NAME": name}
+            if self.gpus:
+                worker_env["TUNER_GPU"] = self.gpus[i % len(self.gpus)]
             with open(log_path, "ab") as log:
                 self.processes.append(subprocess.Popen(
-                    self._argv(name), env={**env, "TUNER_WORKER_NAME": name},
+                    self._argv(name), env=worker_env,
                     cwd=self.settings.workspace, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     shell=self.command is not None,

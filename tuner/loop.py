@@ -29,6 +29,9 @@ from tuner.session import Session
 
 log = logging.getLogger(__name__)
 
+NO_WORKER_WARNING_S = 30.0
+"""How often to warn that trials wait and no worker serves their queue (seconds)."""
+
 
 class SuggestionLoop:
     def __init__(
@@ -61,6 +64,7 @@ class SuggestionLoop:
         self._exhausted = False
         self._workers = max(session.local_workers, session.alive_workers())
         self._next_sweep = 0.0
+        self._next_warning = time.monotonic() + NO_WORKER_WARNING_S
         self._started = time.monotonic()
         self._view = ProgressView(trials.experiment_name, enabled=progress)
 
@@ -142,6 +146,11 @@ class SuggestionLoop:
             log.warning("trials %s lost their worker %d times: recorded as failed", failed,
                         self.settings.max_attempts)
         self._workers = max(self.session.local_workers, self.session.alive_workers())
+        if self._workers == 0 and self.trials.in_flight and time.monotonic() > self._next_warning:
+            self._next_warning = time.monotonic() + NO_WORKER_WARNING_S
+            log.warning("no live worker consumes queue %s; start one with `python -m workers "
+                        "--worker-machine-type %s`", self.settings.queue,
+                        self.settings.machine_type)
 
     def _recover(self) -> None:
         """On resume: re-send queued trials (their messages may be gone) and re-queue

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from broker import defaults
+from broker import defaults, gpus
 from broker.celery_app import create_app
 from broker.notify import check_broker
 from broker.services import LocalServices, resolve
@@ -59,4 +59,5 @@ def open_session(settings: Settings, *, local_workers: int | None = None) -> Ite
 
 
 def default_local_worker_count() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """One worker per GPU; without GPUs, one per core up to 4."""
+    return len(gpus.detect()) or max(1, min(4, os.cpu_count() or 1))

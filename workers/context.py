@@ -15,7 +15,7 @@ from typing import Any
 from broker.notify import Notifier
 from broker.settings import Settings
 from broker.store import TrialStore, WorkerIdentity, connect
-from workers.runner import Runner
+from workers.runner import Runner, RunnerPool
 
 _settings: Settings | None = None
 _context: WorkerContext | None = None
@@ -35,7 +35,7 @@ class WorkerContext:
     settings: Settings
     store: TrialStore
     notifier: Notifier
-    runner: Runner
+    runners: RunnerPool
     identity: WorkerIdentity
     logs_dir: Path
     pid: int
@@ -53,6 +53,11 @@ def identity(name: str, settings: Settings) -> WorkerIdentity:
                           gpu=settings.gpu, queue=settings.queue)
 
 
+def initialised() -> bool:
+    """Whether this process has built its context (it may not have run a task yet)."""
+    return _context is not None and _context.pid == os.getpid()
+
+
 def current(worker_name: str) -> WorkerContext:
     global _context
     if _context is not None and _context.pid == os.getpid():
@@ -66,8 +71,9 @@ def current(worker_name: str) -> WorkerContext:
         settings=settings,
         store=connect(settings),
         notifier=Notifier(settings.broker_url or ""),
-        runner=Runner(settings.workspace.resolve(),
-                      log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log"),
+        runners=RunnerPool(lambda: Runner(
+            settings.workspace.resolve(),
+            log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log")),
         identity=identity(worker_name, settings),
         logs_dir=logs_dir,
         pid=os.getpid(),

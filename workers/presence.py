@@ -1,6 +1,6 @@
-"""Worker presence: each worker process announces itself in the ``workers`` collection
-and renews that every heartbeat, so the tuner knows how many workers serve its queue
-and the CLI can show who is busy with what."""
+"""Worker lifecycle: each worker announces itself in the ``workers`` collection and
+renews that every heartbeat, so the tuner knows how many workers serve its queue; it
+prepares a trial process when it starts and stops its trial processes when it stops."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from celery import Celery, signals
 
 from broker.settings import Settings
 from broker.store import connect
+from workers import context
 from workers.context import identity
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,14 @@ def install(app: Celery, settings: Settings, worker_name: str) -> None:
         thread = threading.Thread(target=_beat, args=(settings, worker_name, stop),
                                   name="presence", daemon=True)
         thread.start()
+        context.current(worker_name).runners.prewarm()
 
     @signals.worker_shutdown.connect(weak=False)
+    @signals.worker_process_shutdown.connect(weak=False)
     def _stop(**_: object) -> None:
         stop.set()
-
-    @signals.worker_process_shutdown.connect(weak=False)
-    def _stop_runner(**_: object) -> None:
-        from workers import context
-
-        if context._context is not None:
-            context._context.runner.stop()
+        if context.initialised():
+            context.current(worker_name).runners.close()
 
 
 def _beat(settings: Settings, worker_name: str, stop: threading.Event) -> None:

@@ -3,7 +3,11 @@
 One :class:`Runner` per worker process keeps one trial process
 (:mod:`workers.child`) alive for as long as trials of the same experiment keep
 arriving, so the objective's module (and its imports, data, CUDA context) is loaded
-once, not once per trial. A trial of another experiment replaces the process.
+once, not once per trial. A trial of another experiment replaces the process. A spare
+process that has already imported the project (about a second of imports) waits for
+the next experiment, so switching experiments costs only loading the objective; spares
+are started when the worker starts and when it is idle, never while trials compete for
+the CPU.
 
 While a trial runs, :meth:`Runner.run` calls ``tick`` every heartbeat; ``tick`` renews
 the lease and says whether to go on. On ``cancel``/``lost`` or a deadline the whole
@@ -18,8 +22,10 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +61,8 @@ class _Child:
 
 
 class Runner:
-    """Owns at most one trial process; not thread-safe (one per worker process)."""
+    """Owns at most one trial process (and a spare); not thread-safe: use one per
+    concurrently running task (see :class:`RunnerPool`)."""
 
     def __init__(self, workspace: Path, *, log_path: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -63,7 +70,7 @@ class Runner:
         self.log_path = log_path
         self.env = env
         self._child: _Child | None = None
-        self._load_error: Outcome | None = None
+        self._spare: _Child | None = None
 
     def run(
         self,
@@ -96,18 +103,28 @@ class Runner:
             return Outcome("done", result=reply["result"], params=started.get("params"),
                            started_at=reply["started_at"], ended_at=reply["ended_at"])
 
+    @property
+    def loaded_key(self) -> str | None:
+        """The experiment key whose objective the current trial process holds."""
+        return self._child.key if self._child is not None else None
+
+    def prewarm(self) -> None:
+        """Start the spare trial process now (e.g. when the worker starts)."""
+        if self._spare is None:
+            self._spare = self._spawn_process()
+
+    def close(self) -> None:
+        """Stop the trial process and the spare."""
+        self.stop()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            _kill(spare)
+
     def stop(self) -> None:
         """Kill the trial process and everything it started."""
         child, self._child = self._child, None
-        if child is None:
-            return
-        try:
-            os.killpg(child.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.process.wait()
-        for fd in (child.to_child, child.from_child, child.lifeline):
-            os.close(fd)
+        if child is not None:
+            _kill(child)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -116,7 +133,7 @@ class Runner:
         if self._child is not None and self._child.key == key and self._child.process.poll() is None:
             return None
         self.stop()
-        self._child = self._spawn(key)
+        self._child = self._take_spare(key)
         self._send(self._child, {"op": "load", **load_request})
         reply = self._receive(self._child, tick, interval_s)
         if reply.get("ok"):
@@ -126,7 +143,16 @@ class Runner:
             return Outcome(**reply)
         return Outcome("unavailable", error=reply["error"], traceback=reply.get("traceback"))
 
-    def _spawn(self, key: str) -> _Child:
+    def _take_spare(self, key: str) -> _Child:
+        spare, self._spare = self._spare, None
+        if spare is None or spare.process.poll() is not None:
+            if spare is not None:
+                _kill(spare)
+            spare = self._spawn_process()
+        spare.key = key
+        return spare
+
+    def _spawn_process(self) -> _Child:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
@@ -145,7 +171,7 @@ class Runner:
                 log.close()
             for fd in (to_child_r, from_child_w, lifeline_r):
                 os.close(fd)
-        return _Child(key, process, to_child_w, from_child_r, lifeline_w)
+        return _Child("", process, to_child_w, from_child_r, lifeline_w)
 
     def _send(self, child: _Child, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
@@ -187,3 +213,84 @@ class Runner:
         if code < 0:
             return f"trial process killed by {signal.Signals(-code).name}"
         return f"trial process exited with status {code}"
+
+
+def _kill(child: _Child) -> None:
+    """Kill a trial process's whole group and release its pipes."""
+    try:
+        os.killpg(child.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.process.wait()
+    for fd in (child.to_child, child.from_child, child.lifeline):
+        os.close(fd)
+
+
+class RunnerPool:
+    """Runners for a worker's concurrent tasks (one per task running at once).
+
+    A task borrows a runner, preferring one that already holds its experiment, and
+    gives it back when the trial ends. A background thread gives idle runners a spare
+    trial process. Thread-safe.
+    """
+
+    IDLE_S = 1.0
+    """A runner idle this long (seconds) gets a spare trial process."""
+
+    def __init__(self, factory: Callable[[], Runner]) -> None:
+        self._factory = factory
+        self._free: dict[Runner, float] = {}  # runner -> idle since (monotonic)
+        self._all: list[Runner] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._janitor: threading.Thread | None = None
+
+    @contextmanager
+    def borrow(self, key: str) -> Iterator[Runner]:
+        with self._lock:
+            runner = next((r for r in self._free if r.loaded_key == key), None)
+            runner = runner or next(iter(self._free), None)
+            if runner is None:
+                runner = self._factory()
+                self._all.append(runner)
+            else:
+                del self._free[runner]
+        try:
+            yield runner
+        finally:
+            with self._lock:
+                self._free[runner] = time.monotonic()
+            self._start_janitor()
+
+    def prewarm(self) -> None:
+        """Have one runner with a spare trial process ready before the first trial."""
+        with self._lock:
+            if not self._all:
+                runner = self._factory()
+                self._all.append(runner)
+                self._free[runner] = time.monotonic()
+            self._all[0].prewarm()
+        self._start_janitor()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            for runner in self._all:
+                runner.close()
+            self._all.clear()
+            self._free.clear()
+
+    def _start_janitor(self) -> None:
+        with self._lock:
+            if self._janitor is None and not self._closed.is_set():
+                self._janitor = threading.Thread(target=self._give_spares, daemon=True,
+                                                 name="runner-spares")
+                self._janitor.start()
+
+    def _give_spares(self) -> None:
+        while not self._closed.wait(self.IDLE_S):
+            with self._lock:
+                now = time.monotonic()
+                for runner, since in self._free.items():
+                    if now - since >= self.IDLE_S:
+                        runner.prewarm()

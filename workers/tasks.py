@@ -62,15 +62,17 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
 
     log_path = ctx.logs_dir / exp_id / f"{tid}.{claim.attempt}.log"
     spec = experiment.spec
-    outcome = ctx.runner.run(
-        f"{exp_id}:{experiment.signature}",
-        {"objective": spec["objective"], "space": spec["space"],
-         "space_fingerprint": spec["space_fingerprint"]},
-        flat_vals(claim.doc),
-        log_path,
-        tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
-        interval_s=settings.heartbeat_s,
-    )
+    key = f"{exp_id}:{experiment.signature}"
+    with ctx.runners.borrow(key) as runner:
+        outcome = runner.run(
+            key,
+            {"objective": spec["objective"], "space": spec["space"],
+             "space_fingerprint": spec["space_fingerprint"]},
+            flat_vals(claim.doc),
+            log_path,
+            tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
+            interval_s=settings.heartbeat_s,
+        )
     if outcome.kind == "died":
         return _released(ctx, app, claim, outcome, experiment)
     return _record(ctx, claim, outcome, log_path)

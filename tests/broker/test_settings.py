@@ -58,3 +58,4 @@ def test_secrets_never_print():
 def test_require_secret():
     with pytest.raises(ConfigError, match="TUNER_SECRET"):
         Settings().require_secret()
+

@@ -59,6 +59,21 @@ def test_hyperparameters_run_then_inspect(settings):
     assert again.returncode == 0 and "resumed with ID" in again.stdout
 
 
+def test_a_custom_worker_command_on_its_own_machine_type(settings, store):
+    env = configured_env(settings)
+    name, machine_type = unique("custom"), unique("custom")
+    run = tuner("hyperparameters", "run", "--name", name, "--tuning-command",
+                "python tune_script.py 3", "--worker-count", "1", "--worker-machine-type",
+                machine_type, "--worker-command", "python -m workers --loglevel warning",
+                "--workspace", str(WORKSPACE), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    experiment = store.experiment_by_name(name)
+    assert experiment["queue"] == f"trials.{machine_type}"
+    docs = store.find_trials(experiment["_id"])
+    assert len(docs) == 3 and all(d["result"]["status"] == "ok" for d in docs)
+    assert {d["worker"].split("-")[0] for d in docs} == {"local0"}
+
+
 def test_the_tuning_commands_exit_status_is_returned(settings):
     result = tuner("hyperparameters", "run", "--name", unique("exit"), "--tuning-command",
                    "exit 3", "--worker-count", "0", env=configured_env(settings))

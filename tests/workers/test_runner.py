@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hyperopt import hp
 
 from broker import space
 from tests.helpers import REPO, WORKSPACE, wait_for
-from workers.runner import Runner
+from workers.runner import Runner, RunnerPool
 
 
 def load_request(function: str, search_space) -> dict:
@@ -31,42 +32,43 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_trials_of_one_experiment_share_one_process_and_output_is_captured(tmp_path):
+@pytest.fixture
+def runner():
     runner = Runner(WORKSPACE)
+    yield runner
+    runner.close()
+
+
+def test_trials_of_one_experiment_share_one_process_and_output_is_captured(runner, tmp_path):
     runs = tmp_path / "runs.log"
     request = load_request("logged", {"x": hp.uniform("x", -1, 1), "log": str(runs)})
-    try:
-        for i, x in enumerate((0.5, -0.25)):
-            outcome = runner.run("exp:1", request, {"x": x}, tmp_path / f"{i}.log",
-                                 tick=lambda: "ok", interval_s=0.5)
-            assert outcome.kind == "done"
-            assert outcome.result == {"loss": abs(x), "status": "ok"}
-            assert outcome.params == {"log": str(runs), "x": x}
-            assert outcome.started_at <= outcome.ended_at
-        pids = {line.split()[1] for line in runs.read_text().splitlines()}
-        assert len(pids) == 1
-
-        chatty = load_request("chatty", {"x": hp.uniform("x", 0, 1)})
-        outcome = runner.run("exp:2", chatty, {"x": 0.5}, tmp_path / "chatty.log",
+    for i, x in enumerate((0.5, -0.25)):
+        outcome = runner.run("exp:1", request, {"x": x}, tmp_path / f"{i}.log",
                              tick=lambda: "ok", interval_s=0.5)
         assert outcome.kind == "done"
-        log = (tmp_path / "chatty.log").read_text()
-        assert "from python print" in log and "from fd 1" in log and "from fd 2" in log
-        assert not alive(int(pids.pop()))  # the other experiment's process was replaced
-    finally:
-        runner.stop()
+        assert outcome.result == {"loss": abs(x), "status": "ok"}
+        assert outcome.params == {"log": str(runs), "x": x}
+        assert outcome.started_at <= outcome.ended_at
+    pids = {line.split()[1] for line in runs.read_text().splitlines()}
+    assert len(pids) == 1
+
+    chatty = load_request("chatty", {"x": hp.uniform("x", 0, 1)})
+    outcome = runner.run("exp:2", chatty, {"x": 0.5}, tmp_path / "chatty.log",
+                         tick=lambda: "ok", interval_s=0.5)
+    assert outcome.kind == "done"
+    log = (tmp_path / "chatty.log").read_text()
+    assert "from python print" in log and "from fd 1" in log and "from fd 2" in log
+    assert not alive(int(pids.pop()))  # the other experiment's process was replaced
 
 
-def test_a_trial_that_kills_its_own_process_is_reported_as_died(tmp_path):
-    runner = Runner(WORKSPACE)
+def test_a_trial_that_kills_its_own_process_is_reported_as_died(runner, tmp_path):
     outcome = runner.run("exp", load_request("suicide", {"x": hp.uniform("x", 0, 1)}),
                          {"x": 0.5}, tmp_path / "t.log", tick=lambda: "ok", interval_s=0.5)
     assert outcome.kind == "died"
     assert outcome.error == "trial process killed by SIGKILL"
 
 
-def test_stopping_kills_the_whole_process_group(tmp_path):
-    runner = Runner(WORKSPACE)
+def test_stopping_kills_the_whole_process_group(runner, tmp_path):
     pids = tmp_path / "pids"
     verdicts = iter(["ok"] * 100)
     request = load_request("spawn_and_sleep", {"pids": str(pids)})
@@ -83,8 +85,7 @@ def test_stopping_kills_the_whole_process_group(tmp_path):
              message="the trial process and its child to be gone")
 
 
-def test_an_objective_that_cannot_be_loaded_is_unavailable(tmp_path):
-    runner = Runner(WORKSPACE)
+def test_an_objective_that_cannot_be_loaded_is_unavailable(runner, tmp_path):
     request = load_request("quadratic", {"x": hp.uniform("x", 0, 1)})
     request["objective"]["module"] = "no_such_module"
     outcome = runner.run("exp", request, {"x": 0.5}, tmp_path / "t.log", tick=lambda: "ok",
@@ -99,7 +100,7 @@ def test_the_trial_process_dies_with_its_worker(tmp_path):
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from workers.runner import Runner
+from workers.runner import Runner, RunnerPool
 from tests.workers.test_runner import load_request
 runner = Runner(Path({str(WORKSPACE)!r}))
 runner.run("exp", load_request("spawn_and_sleep", {{"pids": {str(pids)!r}}}), {{}},
@@ -112,3 +113,26 @@ runner.run("exp", load_request("spawn_and_sleep", {{"pids": {str(pids)!r}}}), {{
     worker.wait()
     wait_for(lambda: not alive(trial_pid) and not alive(grandchild_pid), timeout=10,
              message="the orphaned trial process and its child to be killed")
+
+
+def test_runner_pool_lends_the_runner_that_holds_the_experiment():
+    class Held:
+        loaded_key = None
+
+        def close(self):
+            pass
+
+        def prewarm(self):
+            pass
+
+    pool = RunnerPool(Held)
+    with pool.borrow("a") as first:
+        first.loaded_key = "a"
+        with pool.borrow("b") as second:  # a concurrent task gets a runner of its own
+            assert second is not first
+            second.loaded_key = "b"
+    with pool.borrow("b") as again:
+        assert again is second
+    with pool.borrow("a") as again:
+        assert again is first
+    pool.close()
