@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from broker import gpus
+from broker.errors import ServiceError
 from broker.settings import Settings
 
 STOP_GRACE_S = 10.0
@@ -32,6 +33,7 @@ class LocalWorkers:
         self.command = command
         self.logs_dir = (settings.state_dir / "logs" / "workers").resolve()
         self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
         self.gpus = [gpu.index for gpu in gpus.detect()] if command is None else []
 
     def __enter__(self) -> LocalWorkers:
@@ -43,12 +45,13 @@ class LocalWorkers:
 
     def start(self) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.to_env()}
+        env = child_env(self.settings)
         tag = secrets.token_hex(2)
         host = socket.gethostname()
         for i in range(self.count):
             name = f"local{i}-{tag}@{host}"
             log_path = self.logs_dir / f"{name.replace('@', '_')}.log"
+            self.logs.append(log_path)
             worker_env = {**env, "TUNER_WORKER_NAME": name}
             if self.gpus:
                 worker_env["TUNER_GPU"] = self.gpus[i % len(self.gpus)]
@@ -66,6 +69,14 @@ class LocalWorkers:
         return [sys.executable, "-m", "workers", "--name", name,
                 "--workspace", str(Path(self.settings.workspace).resolve())]
 
+    def check(self) -> None:
+        """:class:`ServiceError` with the log tail if a worker has exited on its own."""
+        for process, log in zip(self.processes, self.logs):
+            if process.poll() is not None:
+                tail = log.read_bytes()[-1500:].decode(errors="replace") if log.exists() else ""
+                raise ServiceError(f"local worker exited with status {process.returncode} "
+                                   f"(log: {log})", log=tail)
+
     def stop(self) -> None:
         for process in self.processes:
             _signal_group(process, signal.SIGTERM)
@@ -78,6 +89,14 @@ class LocalWorkers:
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes = []
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for processes this machine starts for the tuner (workers, the tuning
+    command): the connection settings, and this interpreter's folder first on ``PATH``
+    so that ``python`` in a command means the same Python, with this project."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {**os.environ, **settings.to_env(), "PATH": path}
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

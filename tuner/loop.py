@@ -112,9 +112,14 @@ class SuggestionLoop:
         return parallelism + self.settings.queue_ahead - self.trials.in_flight
 
     def _fill(self) -> None:
-        """Suggest and send trials until every slot is taken or ``max_evals`` is reached."""
-        while not self._exhausted and min(self._slots(), self._remaining()) > 0:
-            new_ids = self.trials.new_trial_ids(1)
+        """Suggest and send trials until every slot is taken or ``max_evals`` is reached.
+
+        An algorithm with ``supports_batch = True`` proposes all free slots in one call
+        (one model fit); others are asked once per trial, each call seeing the earlier
+        ones as pending."""
+        batch = bool(getattr(self.algo, "supports_batch", False))
+        while not self._exhausted and (wanted := min(self._slots(), self._remaining())) > 0:
+            new_ids = self.trials.new_trial_ids(wanted if batch else 1)
             seed = int(self.rstate.integers(2**31 - 1))
             docs = self.algo(new_ids, self.domain, self.trials, seed)
             if not docs:
@@ -145,6 +150,7 @@ class SuggestionLoop:
         if failed:
             log.warning("trials %s lost their worker %d times: recorded as failed", failed,
                         self.settings.max_attempts)
+        self.session.check_local_workers()
         self._workers = max(self.session.local_workers, self.session.alive_workers())
         if self._workers == 0 and self.trials.in_flight and time.monotonic() > self._next_warning:
             self._next_warning = time.monotonic() + NO_WORKER_WARNING_S

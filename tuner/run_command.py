@@ -9,9 +9,7 @@ tuning command's exit status.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -19,12 +17,13 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from broker.errors import ServiceError
 from broker.notify import check_broker
 from broker.services import LocalServices, resolve
 from broker.settings import Settings
 from broker.store import TrialStore, connect
 from broker.trial_doc import TrialState
-from tuner.local import LocalWorkers
+from tuner.local import LocalWorkers, child_env
 from tuner.progress import ProgressView, Snapshot
 from tuner.report import flatten
 
@@ -52,21 +51,23 @@ def run_experiment(request: RunRequest, settings: Settings, console: Console) ->
             "max_evals": resolved.max_evals})
         verb = "created" if created else "resumed"
         console.print(f"Hyperparameter {verb} with ID: {doc['_id']} and started")
+        workers = None
         if request.worker_count > 0:
-            stack.enter_context(LocalWorkers(resolved, count=request.worker_count,
-                                             command=request.worker_command))
-        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        env = {**os.environ, **resolved.to_env(), "PATH": path, "TUNER_PROGRESS": "0",
+            workers = stack.enter_context(LocalWorkers(resolved, count=request.worker_count,
+                                                       command=request.worker_command))
+        env = {**child_env(resolved), "TUNER_PROGRESS": "0",
                "TUNER_EXPERIMENT": request.name, "EXPERIMENT_NAME": request.name}
         if request.worker_count > 0 and resolved.parallelism is None:
             env["TUNER_PARALLELISM"] = str(request.worker_count)
-        status = _run_tuning_command(request, env, resolved, store, doc["_id"], console)
+        status = _run_tuning_command(request, env, resolved, store, doc["_id"], console,
+                                     workers)
         _print_best(store, doc["_id"], console)
         return status
 
 
 def _run_tuning_command(request: RunRequest, env: dict[str, str], settings: Settings,
-                        store: TrialStore, exp_id: str, console: Console) -> int:
+                        store: TrialStore, exp_id: str, console: Console,
+                        workers: LocalWorkers | None) -> int:
     process = subprocess.Popen(
         request.tuning_command, shell=True, cwd=settings.workspace, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -78,11 +79,15 @@ def _run_tuning_command(request: RunRequest, env: dict[str, str], settings: Sett
         with ProgressView(request.name, enabled=settings.progress, console=console) as view:
             while process.poll() is None:
                 view.update(_snapshot(store, exp_id, settings))
+                if workers is not None:
+                    workers.check()
                 time.sleep(POLL_S)
             view.update(_snapshot(store, exp_id, settings))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ServiceError) as exc:
         process.terminate()
         process.wait()
+        if isinstance(exc, ServiceError):
+            console.print(exc.log, markup=False, highlight=False, soft_wrap=True)
         raise
     reader.join(timeout=5)
     return process.returncode

@@ -31,7 +31,16 @@ class Session:
     store: TrialStore
     app: Celery
     dispatcher: CeleryDispatcher
-    local_workers: int = 0
+    local_pool: LocalWorkers | None = None
+
+    @property
+    def local_workers(self) -> int:
+        return self.local_pool.count if self.local_pool is not None else 0
+
+    def check_local_workers(self) -> None:
+        """:class:`ServiceError` if a worker this session started has died."""
+        if self.local_pool is not None:
+            self.local_pool.check()
 
     def alive_workers(self) -> int:
         return len(self.store.alive_workers(self.settings.queue, now=time.time(),
@@ -53,8 +62,7 @@ def open_session(settings: Settings, *, local_workers: int | None = None) -> Ite
         session = Session(resolved, store, app, CeleryDispatcher(app, resolved.queue))
         if settings.uses_local_default and session.alive_workers() == 0:
             count = local_workers or default_local_worker_count()
-            pool = stack.enter_context(LocalWorkers(resolved, count=count))
-            session.local_workers = pool.count
+            session.local_pool = stack.enter_context(LocalWorkers(resolved, count=count))
         yield session
 
 

@@ -74,6 +74,17 @@ def test_a_custom_worker_command_on_its_own_machine_type(settings, store):
     assert {d["worker"].split("-")[0] for d in docs} == {"local0"}
 
 
+def test_a_worker_that_cannot_start_ends_the_run_with_its_log(settings):
+    result = tuner("hyperparameters", "run", "--name", unique("broken"), "--tuning-command",
+                   "python tune_script.py 3", "--worker-count", "1", "--worker-machine-type",
+                   unique("broken"), "--worker-command",
+                   "python -c 'import sys; print(\"cannot start\"); sys.exit(5)'",
+                   "--workspace", str(WORKSPACE), env=configured_env(settings), timeout=120)
+    assert result.returncode == 2
+    assert "local worker exited with status 5" in result.stderr
+    assert "cannot start" in result.stdout
+
+
 def test_the_tuning_commands_exit_status_is_returned(settings):
     result = tuner("hyperparameters", "run", "--name", unique("exit"), "--tuning-command",
                    "exit 3", "--worker-count", "0", env=configured_env(settings))
