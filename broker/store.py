@@ -289,9 +289,8 @@ class TrialStore:
                 "the store's contract (see tests/broker/test_mongo_contract.py)")
         if before["state"] == base.JOB_STATE_RUNNING:  # took over from a lost worker
             lease = before.get("lease") or {}
-            attempts = [*before.get("attempts", []), {
-                "attempt": int(before.get("attempt", 0)), "worker": lease.get("owner"),
-                "reason": "lease expired", "at": now}]
+            attempts = [*before.get("attempts", []), lost_run(
+                int(before.get("attempt", 0)), lease.get("owner"), "lease expired", now)]
             self.trials.update_one({EXP_KEY: exp_id, TID: tid, "lease.token": token},
                                    {"$set": {"attempts": attempts}})
             before = {**before, "attempts": attempts}
@@ -343,16 +342,19 @@ class TrialStore:
         ).matched_count
         return matched == 1
 
-    def release(self, claim: Claim, reason: str, *, max_attempts: int, now: float) -> str:
-        """The run was lost (its process died): re-queue the trial, or fail it after
-        ``max_attempts`` lost runs. Returns ``"queued"``, ``"failed"`` or ``"lost"``."""
+    def release(self, claim: Claim, reason: str, *, max_attempts: int, now: float,
+                counted: bool = True) -> str:
+        """The run was lost (its process died): re-queue the trial, or fail it once it
+        has lost ``max_attempts`` runs. ``counted=False`` hands the trial back without
+        counting the run (the worker is shutting down; not the trial's fault).
+        Returns ``"queued"``, ``"failed"`` or ``"lost"`` (no longer ours)."""
         doc = {**claim.doc, "attempt": claim.attempt}
         return self._release(claim.exp_id, doc, claim.token, claim.worker, reason,
-                             max_attempts=max_attempts, now=now)
+                             max_attempts=max_attempts, now=now, counted=counted)
 
     def _release(
         self, exp_id: str, doc: dict[str, Any], token: str, owner: str | None, reason: str,
-        *, max_attempts: int, now: float,
+        *, max_attempts: int, now: float, counted: bool = True,
     ) -> str:
         """Give a running trial back (or fail it at the attempt cap), fenced by ``token``.
 
@@ -360,17 +362,18 @@ class TrialStore:
         document (the token fences the write), not with ``$push``, which not every
         MongoDB-compatible server applies to sub-documents correctly."""
         tid, attempt = doc[TID], int(doc.get("attempt", 0))
-        entry = {"attempt": attempt, "worker": owner, "reason": reason, "at": now}
-        if attempt >= max_attempts:
-            result = failure_result("worker_lost", f"worker lost ×{attempt} (last: {reason})")
+        entry = lost_run(attempt, owner, reason, now, counted=counted)
+        attempts = [*doc.get("attempts", []), entry]
+        lost = lost_runs({"attempts": attempts})
+        if counted and lost >= max_attempts:
+            result = failure_result("worker_lost", f"worker lost ×{lost} (last: {reason})")
             update: dict[str, Any] = {"state": base.JOB_STATE_DONE, "result": result,
                                       "ended_at": now}
             outcome = "failed"
         else:
             update = {"state": base.JOB_STATE_NEW, "queued_at": now}
             outcome = "queued"
-        update.update({"lease": None, "refresh_time": now,
-                       "attempts": [*doc.get("attempts", []), entry]})
+        update.update({"lease": None, "refresh_time": now, "attempts": attempts})
         matched = self.trials.update_one(
             {EXP_KEY: exp_id, TID: tid, "lease.token": token, "state": base.JOB_STATE_RUNNING},
             {"$set": update},
@@ -393,3 +396,15 @@ class TrialStore:
 
     def alive_workers(self, queue: str, *, now: float, lease_s: float) -> list[dict[str, Any]]:
         return list(self.workers.find({"queue": queue, "heartbeat_at": {"$gt": now - lease_s}}))
+
+
+def lost_run(attempt: int, worker: str | None, reason: str, now: float, *,
+             counted: bool = True) -> dict[str, Any]:
+    """An entry of a trial's ``attempts`` history: one run that did not finish."""
+    return {"attempt": attempt, "worker": worker, "reason": reason, "at": now,
+            "counted": counted}
+
+
+def lost_runs(doc: dict[str, Any]) -> int:
+    """How many runs of the trial were lost in a way that counts toward the cap."""
+    return sum(1 for entry in doc.get("attempts") or [] if entry.get("counted", True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class WorkerContext:
     logs_dir: Path
     pid: int
     experiments: dict[str, VerifiedExperiment] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def configure(settings: Settings) -> None:

@@ -29,6 +29,15 @@ def install(app: Celery, settings: Settings, worker_name: str) -> None:
         thread.start()
         context.current(worker_name).runners.prewarm()
 
+    @signals.worker_shutting_down.connect(weak=False)
+    def _hand_back(**_: object) -> None:
+        # Stopping a worker must not wait for (possibly hours-long) trials: kill them;
+        # their tasks hand the trials back to the queue and return (workers.tasks).
+        if context.initialised():
+            ctx = context.current(worker_name)
+            ctx.stopping.set()
+            ctx.runners.interrupt()
+
     @signals.worker_shutdown.connect(weak=False)
     @signals.worker_process_shutdown.connect(weak=False)
     def _stop(**_: object) -> None:

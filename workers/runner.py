@@ -120,6 +120,16 @@ class Runner:
         if spare is not None:
             _kill(spare)
 
+    def interrupt(self) -> None:
+        """Kill the running trial's process group from another thread; the thread in
+        :meth:`run` sees the death and cleans up (this touches no file descriptors)."""
+        child = self._child
+        if child is not None:
+            try:
+                os.killpg(child.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
         """Kill the trial process and everything it started."""
         child, self._child = self._child, None
@@ -271,6 +281,13 @@ class RunnerPool:
                 self._free[runner] = time.monotonic()
             self._all[0].prewarm()
         self._start_janitor()
+
+    def interrupt(self) -> None:
+        """Kill every running trial (the worker is shutting down); see Runner.interrupt."""
+        with self._lock:
+            busy = [r for r in self._all if r not in self._free]
+        for runner in busy:
+            runner.interrupt()
 
     def close(self) -> None:
         self._closed.set()

@@ -14,19 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
 from broker import defaults, names
 from broker.celery_app import send_trial
 from broker.errors import SignatureError
 from broker.spec import open_spec
-from broker.store import Claim
+from broker.store import Claim, lost_runs
 from broker.trial_doc import TrialState, failure_result, flat_vals, state_of
 from workers import context
 from workers.context import VerifiedExperiment, WorkerContext
 from workers.runner import Outcome
 
 log = logging.getLogger(__name__)
+
+HANDED_BACK = "handed back: worker shutting down"
 
 
 def register(app: Celery) -> None:
@@ -42,6 +45,8 @@ def register(app: Celery) -> None:
 def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str, Any]:
     """Evaluate trial ``tid`` of experiment ``exp_id`` if nobody else holds it."""
     settings = ctx.settings
+    if ctx.stopping.is_set():  # delivered while shutting down: back to the queue
+        raise Reject("worker shutting down", requeue=True)
     claim, doc = ctx.store.claim(exp_id, tid, ctx.identity, lease_s=settings.lease_s,
                                  now=time.time())
     if claim is None:
@@ -49,8 +54,8 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
         log.info("trial %s/%s is %s: nothing to do (duplicate or late delivery)",
                  exp_id, tid, state)
         return {"exp_id": exp_id, "tid": tid, "skipped": state}
-    if claim.attempt > settings.max_attempts:
-        lost = failure_result("worker_lost", f"worker lost ×{claim.attempt - 1}")
+    if lost_runs(claim.doc) >= settings.max_attempts:  # taken over from a lost worker
+        lost = failure_result("worker_lost", f"worker lost ×{lost_runs(claim.doc)}")
         return _record(ctx, claim, Outcome("done", result=lost), None)
 
     try:
@@ -70,12 +75,23 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
              "space_fingerprint": spec["space_fingerprint"]},
             flat_vals(claim.doc),
             log_path,
-            tick=lambda: ctx.store.renew(claim, lease_s=settings.lease_s, now=time.time()),
+            tick=lambda: _renew(ctx, claim),
             interval_s=settings.heartbeat_s,
         )
     if outcome.kind == "died":
         return _released(ctx, app, claim, outcome, experiment)
     return _record(ctx, claim, outcome, log_path)
+
+
+def _renew(ctx: WorkerContext, claim: Claim) -> str:
+    """Heartbeat: renew the lease; through a MongoDB outage keep running (the lease may
+    lapse; if the trial is taken over meanwhile, the fenced result write says so)."""
+    try:
+        return ctx.store.renew(claim, lease_s=ctx.settings.lease_s, now=time.time())
+    except (AutoReconnect, ConnectionFailure) as exc:
+        log.warning("trial %s/%s: cannot renew the lease (%s); still running",
+                    claim.exp_id, claim.tid, exc)
+        return "ok"
 
 
 def _experiment(ctx: WorkerContext, exp_id: str, signature: str | None) -> VerifiedExperiment:
@@ -137,10 +153,16 @@ def _result_of(outcome: Outcome) -> dict[str, Any]:
 
 def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
               experiment: VerifiedExperiment) -> dict[str, Any]:
-    """The trial process died: give the trial back (or fail it after the attempt cap)."""
+    """The trial process died: give the trial back (or fail it after the attempt cap).
+
+    If the worker is shutting down (it killed the process itself), the trial is handed
+    back without counting the run, to be re-run elsewhere at once."""
     settings = ctx.settings
-    verdict = ctx.store.release(claim, outcome.error or "trial process died",
-                                max_attempts=settings.max_attempts, now=time.time())
+    stopping = ctx.stopping.is_set()
+    reason = HANDED_BACK if stopping else (outcome.error or "trial process died")
+    verdict = _with_retry(lambda: ctx.store.release(
+        claim, reason, max_attempts=settings.max_attempts, now=time.time(),
+        counted=not stopping))
     log.warning("trial %s/%s attempt %s: %s -> %s", claim.exp_id, claim.tid, claim.attempt,
                 outcome.error, verdict)
     if verdict == "queued":

@@ -66,3 +66,23 @@ def chatty(params):
     os.write(1, b"from fd 1\n")
     os.write(2, b"from fd 2\n")
     return 1.0
+
+
+def dies_once(params):
+    """Kill the trial process on the first run of this point, succeed on the next."""
+    import signal
+
+    marker = f"{params['marker']}.{params['x']!r}"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return abs(params["x"])
+
+
+def poison_or_fine(params):
+    """A poison point kills its trial process every time; the others are fine."""
+    import signal
+
+    if params["poison"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return params["x"] ** 2
