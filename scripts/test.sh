@@ -4,4 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The dashboard's browser tests drive Debian's headless Chromium.
+if ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "note: install chromium and chromium-driver to run the dashboard's browser tests" >&2
+    fi
+fi
 exec .venv/bin/python -m pytest "$@"

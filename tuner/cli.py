@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument("--format", choices=["table", "json", "csv"], default="table")
     trials.set_defaults(handler=_experiments_trials)
 
+    from tuner import cli_results  # dashboard, experiments export / compare
+
+    cli_results.add_commands(groups, exp_cmds)
+
     services = groups.add_parser("services", help="the local default Redis and MongoDB")
     svc_cmds = services.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for name, handler, text in (("up", _services_up, "start them (idempotent)"),

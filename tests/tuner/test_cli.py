@@ -132,3 +132,22 @@ def test_the_example_on_the_local_default(tmp_path):
     assert len(rows) == 4 and all(r["state"] == "ok" for r in rows)
     assert all(0 <= r["loss"] <= 1 for r in rows)
     assert (workspace / ".tuner" / "mongo" / "db").is_dir()
+
+
+def test_the_dashboard_command_serves_the_experiments(settings):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tuner", "dashboard", "--port", str(port)],
+                              cwd=REPO, env=configured_env(settings), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}/" in server.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/experiments", timeout=30) as r:
+            assert r.status == 200 and isinstance(json.loads(r.read()), (list, dict))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -86,3 +86,15 @@ def poison_or_fine(params):
     if params["poison"]:
         os.kill(os.getpid(), signal.SIGKILL)
     return params["x"] ** 2
+
+
+def dashboard_model(params):
+    """A model-like objective for the results tests: logs a line, sleeps ``params['sleep']``,
+    fails when ``x > 3`` (about one trial in five), else a loss that ``x`` drives most."""
+    import math
+
+    print(f"training {params['opt']['name']} with lr={params['lr']:.4g}", flush=True)
+    time.sleep(params.get("sleep", 0.0))
+    if params["x"] > 3:
+        raise ValueError(f"diverged at x={params['x']:.3f}")
+    return (params["x"] - 1.0) ** 2 + 0.1 * abs(math.log(params["lr"]) + 5)
