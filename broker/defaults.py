@@ -41,9 +41,17 @@ CONNECT_TIMEOUT_S = 4.0
 """How long to wait for MongoDB, then Redis, before reporting them unreachable (seconds):
 both together stay under the 10 s users are promised."""
 
-RESULT_WRITE_RETRY_S = 120.0
+RESULT_RETRY_S = 120.0
 """A worker keeps retrying a failed result write for this long (seconds), with bounded
-exponential backoff, before it gives up and leaves the trial to be re-run."""
+exponential backoff (see below), before it gives up; the trial's lease then
+expires and the trial is re-run, not lost."""
+
+RESULT_RETRY_MAX_DELAY_S = 2.0
+"""The longest pause between two attempts of a worker's result write (seconds)."""
+
+MONGO_OUTAGE_S = 300.0
+"""The tuner waits this long (seconds) for MongoDB to come back before it stops with
+an error; the experiment can then be resumed by running it again."""
 
 LOG_TAIL_BYTES = 8 * 1024
 """How much of a trial's captured stdout/stderr is kept in its trial document."""

@@ -21,6 +21,9 @@ from broker.settings import redact
 
 log = logging.getLogger(__name__)
 
+RECONNECT_S = 0.5
+"""Pause between reconnection attempts while Redis is down (seconds)."""
+
 
 def redis_client(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
     return redis.Redis.from_url(
@@ -66,22 +69,31 @@ class Subscription:
         self._client = redis_client(url)
         self._channel = trial_channel(exp_id)
         self._pubsub: redis.client.PubSub | None = None
+        self._down_since: float | None = None
         self._connect()
 
     def _connect(self) -> None:
         try:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(self._channel)
-            self._pubsub = pubsub
         except RedisError as exc:
-            log.warning("trial notifications unavailable (%s); polling until Redis is back", exc)
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning("trial notifications unavailable (%s); polling until Redis is "
+                            "back", exc)
             self._pubsub = None
+            return
+        if self._down_since is not None:
+            log.warning("trial notifications back after %.0f s",
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+        self._pubsub = pubsub
 
     def wait(self, timeout_s: float) -> list[int]:
         """Trial ids announced within ``timeout_s`` (waits for the first one, then takes
         whatever else is already there). Empty on timeout or while Redis is down."""
         if self._pubsub is None:
-            time.sleep(timeout_s)
+            time.sleep(max(timeout_s, RECONNECT_S))
             self._connect()
             return []
         try:
@@ -92,7 +104,8 @@ class Subscription:
         except (RedisError, OSError) as exc:
             log.warning("lost trial notifications (%s); reconnecting", exc)
             self.close()
-            time.sleep(min(timeout_s, 0.5))
+            self._down_since = time.monotonic()
+            time.sleep(RECONNECT_S)
             self._connect()
             return []
         return [json.loads(m["data"])["tid"] for m in messages if m.get("type") == "message"]

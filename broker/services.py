@@ -220,9 +220,12 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _free_port(preferred: int | None) -> int:
+    """``preferred`` (the service's previous port, so clients holding its URL reconnect
+    after a restart) unless something else holds it; else a free port."""
     if preferred and not _port_open(preferred):
         try:
             with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
                 s.bind(("127.0.0.1", preferred))
             return preferred
         except OSError:

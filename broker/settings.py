@@ -37,6 +37,8 @@ ENV: dict[str, str] = {
     "max_attempts": "TUNER_MAX_ATTEMPTS",
     "visibility_timeout_s": "TUNER_VISIBILITY_TIMEOUT_S",
     "progress": "TUNER_PROGRESS",
+    "result_retry_s": "TUNER_RESULT_RETRY_S",
+    "mongo_outage_s": "TUNER_MONGO_OUTAGE_S",
     "gpu": "TUNER_GPU",
     "worker_name": "TUNER_WORKER_NAME",
 }
@@ -97,6 +99,8 @@ class Settings:
     max_attempts: int = defaults.MAX_ATTEMPTS
     visibility_timeout_s: float = defaults.VISIBILITY_TIMEOUT_S
     progress: bool = True
+    result_retry_s: float = defaults.RESULT_RETRY_S
+    mongo_outage_s: float = defaults.MONGO_OUTAGE_S
     gpu: str | None = None
     worker_name: str | None = None
 

@@ -246,23 +246,18 @@ class TrialStore:
     def claim(
         self, exp_id: str, tid: int, worker: WorkerIdentity, *, lease_s: float, now: float
     ) -> tuple[Claim | None, dict[str, Any] | None]:
-        """Take trial ``tid`` if it is queued, or running under an expired lease.
+        """Take trial ``tid`` if it is queued.
 
         Returns ``(claim, previous_document)``; ``claim`` is ``None`` when the trial is
-        finished, cancelled, or held by a live lease (a redelivered or duplicated
-        message), in which case the caller must do nothing.
+        running, finished or cancelled (a redelivered or duplicated message), in which
+        case the caller must do nothing. A running trial whose worker died is never taken
+        over here: only the tuner re-queues it (:meth:`requeue_expired`), because only
+        the tuner knows whether an expired lease means a dead worker or an outage that
+        kept every worker from renewing.
         """
         token = secrets.token_hex(8)
         before = self.trials.find_one_and_update(
-            # explicit $and: nx-27017 mis-applies an $or that sits beside other fields
-            {"$and": [
-                {EXP_KEY: exp_id},
-                {TID: tid},
-                {"$or": [
-                    {"state": base.JOB_STATE_NEW},
-                    {"state": base.JOB_STATE_RUNNING, "lease.expires_at": {"$lt": now}},
-                ]},
-            ]},
+            {EXP_KEY: exp_id, TID: tid, "state": base.JOB_STATE_NEW},
             {
                 "$set": {
                     "state": base.JOB_STATE_RUNNING,
@@ -287,13 +282,6 @@ class TrialStore:
                 f"claim of trial {exp_id}/{tid} updated trial "
                 f"{before.get(EXP_KEY)}/{before.get(TID)}: this MongoDB server does not honour "
                 "the store's contract (see tests/broker/test_mongo_contract.py)")
-        if before["state"] == base.JOB_STATE_RUNNING:  # took over from a lost worker
-            lease = before.get("lease") or {}
-            attempts = [*before.get("attempts", []), lost_run(
-                int(before.get("attempt", 0)), lease.get("owner"), "lease expired", now)]
-            self.trials.update_one({EXP_KEY: exp_id, TID: tid, "lease.token": token},
-                                   {"$set": {"attempts": attempts}})
-            before = {**before, "attempts": attempts}
         attempt = int(before.get("attempt", 0)) + 1
         return Claim(exp_id, tid, token, attempt, worker.name, before), before
 

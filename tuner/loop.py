@@ -21,9 +21,13 @@ from typing import Any
 import numpy as np
 from hyperopt import base
 
+from kombu.exceptions import KombuError
+
+from broker import defaults
 from broker.notify import Subscription
-from broker.trial_doc import TrialState
+from broker.trial_doc import TrialState, state_of
 from tuner.experiment import finish_experiment
+from tuner.outage import OutageGuard
 from tuner.progress import ProgressView, Snapshot
 from tuner.session import Session
 
@@ -67,21 +71,29 @@ class SuggestionLoop:
         self._next_warning = time.monotonic() + NO_WORKER_WARNING_S
         self._started = time.monotonic()
         self._view = ProgressView(trials.experiment_name, enabled=progress)
+        # after an outage, workers need a lease period plus a retry and a reconnection
+        # to write the results they held (or renew) before their trials are taken away
+        self._outage = OutageGuard(
+            budget_s=self.settings.mongo_outage_s,
+            settle_s=(self.settings.lease_s + 2 * self.settings.heartbeat_s
+                      + defaults.RESULT_RETRY_MAX_DELAY_S + defaults.CONNECT_TIMEOUT_S))
+        self._subscription: Subscription | None = None
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> str:
         """Run until a stop condition holds; returns its name."""
         subscription = Subscription(self.settings.broker_url or "", self.exp_id)
+        self._subscription = subscription
         state = "failed"
         try:
             with self._view:
-                self._recover()
-                while (reason := self._stop_reason()) is None:
-                    self._fill()
-                    self._report()
-                    self._wait(subscription)
-                self._wind_down(reason, subscription)
+                while not self._outage.attempt(self._recover)[0]:
+                    pass
+                while (reason := self._outage.attempt(self._step)[1]) is None:
+                    pass
+                while not self._outage.attempt(lambda: self._wind_down(reason))[0]:
+                    pass
                 state = "finished"
                 return reason
         except KeyboardInterrupt:
@@ -90,7 +102,17 @@ class SuggestionLoop:
             raise
         finally:
             subscription.close()
-            finish_experiment(self.session.store, self.exp_id, state)
+            self._outage.attempt(lambda: finish_experiment(self.session.store, self.exp_id,
+                                                           state))
+
+    def _step(self) -> str | None:
+        """One turn of the loop; returns why to stop, or None to go on."""
+        reason = self._stop_reason()
+        if reason is None:
+            self._fill()
+            self._report()
+            self._wait()
+        return reason
 
     def _stop_reason(self) -> str | None:
         if self.timeout is not None and time.monotonic() - self._started >= self.timeout:
@@ -126,30 +148,42 @@ class SuggestionLoop:
                 self._exhausted = True
                 return
             tids = self.trials.insert_trial_docs(docs)
-            self.session.dispatcher.send(self.exp_id, tids)
+            self._send(tids)
 
-    def _wait(self, subscription: Subscription) -> None:
+    def _send(self, tids: list[int]) -> None:
+        """Send trials; if the broker is down they stay queued in MongoDB and the sweep's
+        queue audit sends them again once it is back."""
+        try:
+            self.session.dispatcher.send(self.exp_id, tids)
+        except KombuError as exc:
+            log.warning("could not send trials %s (%s); will retry", tids, exc)
+
+    def _wait(self) -> None:
+        assert self._subscription is not None
         timeout = max(0.0, self._next_sweep - time.monotonic())
         if self.timeout is not None and self._stop_reason() is None:
             timeout = min(timeout, max(0.0, self._started + self.timeout - time.monotonic()))
-        subscription.wait(timeout)
+        self._subscription.wait(timeout)
         if time.monotonic() >= self._next_sweep:
             self._sweep()
         if self.trials.sync():
             self._check_early_stop()
 
     def _sweep(self) -> None:
-        """Re-queue trials whose worker died; re-read how many workers are alive."""
+        """Re-queue trials whose worker died, re-send trials whose message was lost, and
+        re-read how many workers are alive."""
         self._next_sweep = time.monotonic() + self.settings.heartbeat_s
-        requeued, failed = self.session.store.requeue_expired(
-            self.exp_id, now=time.time(), max_attempts=self.settings.max_attempts)
-        if requeued:
-            log.warning("re-queued trials %s: their workers stopped renewing their leases",
-                        requeued)
-            self.session.dispatcher.send(self.exp_id, requeued)
-        if failed:
-            log.warning("trials %s lost their worker %d times: recorded as failed", failed,
-                        self.settings.max_attempts)
+        if self._outage.settled:
+            requeued, failed = self.session.store.requeue_expired(
+                self.exp_id, now=time.time(), max_attempts=self.settings.max_attempts)
+            if requeued:
+                log.warning("re-queued trials %s: their workers stopped renewing their "
+                            "leases", requeued)
+                self._send(requeued)
+            if failed:
+                log.warning("trials %s lost their worker %d times: recorded as failed",
+                            failed, self.settings.max_attempts)
+        self._audit_queue()
         self.session.check_local_workers()
         self._workers = max(self.session.local_workers, self.session.alive_workers())
         if self._workers == 0 and self.trials.in_flight and time.monotonic() > self._next_warning:
@@ -158,12 +192,30 @@ class SuggestionLoop:
                         "--worker-machine-type %s`", self.settings.queue,
                         self.settings.machine_type)
 
+    def _audit_queue(self) -> None:
+        """Queued trials whose message is gone (Redis restarted empty, a send failed, a
+        worker died between taking a message and claiming it) are sent again: when the
+        broker's queue is empty but trials have waited longer than two heartbeats. A
+        duplicate message is harmless (the claim is conditional)."""
+        stale_before = time.time() - 2 * self.settings.heartbeat_s
+        candidates = [tid for tid in self.trials.unfinished(TrialState.QUEUED)
+                      if (self.trials.doc(tid).get("queued_at") or 0) < stale_before]
+        if not candidates or self.session.queue_length() != 0:
+            return
+        stale = [d["tid"] for d in self.session.store.find_trials(
+            self.exp_id, tids=candidates, projection={"tid": 1, "state": 1, "queued_at": 1})
+            if state_of(d) is TrialState.QUEUED and d.get("queued_at", 0) < stale_before]
+        if stale:
+            log.warning("trials %s are queued but their messages are gone; sending again",
+                        stale)
+            self._send(stale)
+
     def _recover(self) -> None:
         """On resume: re-send queued trials (their messages may be gone) and re-queue
         running ones whose lease expired. A duplicate message is harmless."""
         queued = self.trials.unfinished(TrialState.QUEUED)
         if queued:
-            self.session.dispatcher.send(self.exp_id, queued)
+            self._send(queued)
         self._sweep()
         self.trials.sync()
 
@@ -175,7 +227,7 @@ class SuggestionLoop:
             log.info("early stop: %s", getattr(self.early_stop_fn, "__name__", "early_stop_fn"))
             self._early_stopped = True
 
-    def _wind_down(self, reason: str, subscription: Subscription) -> None:
+    def _wind_down(self, reason: str) -> None:
         """Cancel what is queued; stop (timeout) or wait for (otherwise) what runs."""
         self.session.store.cancel(self.exp_id, running=reason == "timeout")
         self.trials.sync()
@@ -185,7 +237,7 @@ class SuggestionLoop:
                 log.warning("trials %s did not stop in time", sorted(self.trials._unfinished))
                 break
             self._report()
-            self._wait(subscription)
+            self._wait()
         self._report()
 
     def _report(self) -> None:

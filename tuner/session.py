@@ -14,10 +14,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from celery import Celery
+from redis import Redis
+from redis.exceptions import RedisError
 
 from broker import defaults, gpus
 from broker.celery_app import create_app
-from broker.notify import check_broker
+from broker.notify import check_broker, redis_client
 from broker.services import LocalServices, resolve
 from broker.settings import Settings
 from broker.store import TrialStore, connect
@@ -31,6 +33,7 @@ class Session:
     store: TrialStore
     app: Celery
     dispatcher: CeleryDispatcher
+    redis: Redis
     local_pool: LocalWorkers | None = None
 
     @property
@@ -41,6 +44,13 @@ class Session:
         """:class:`ServiceError` if a worker this session started has died."""
         if self.local_pool is not None:
             self.local_pool.check()
+
+    def queue_length(self) -> int | None:
+        """Messages waiting in the broker's queue; ``None`` if the broker is down."""
+        try:
+            return int(self.redis.llen(self.settings.queue))
+        except RedisError:
+            return None
 
     def alive_workers(self) -> int:
         return len(self.store.alive_workers(self.settings.queue, now=time.time(),
@@ -59,7 +69,9 @@ def open_session(settings: Settings, *, local_workers: int | None = None) -> Ite
         stack.callback(store.close)
         check_broker(resolved.broker_url or "", timeout_s=defaults.CONNECT_TIMEOUT_S)
         app = create_app(resolved)
-        session = Session(resolved, store, app, CeleryDispatcher(app, resolved.queue))
+        redis = redis_client(resolved.broker_url or "")
+        stack.callback(redis.close)
+        session = Session(resolved, store, app, CeleryDispatcher(app, resolved.queue), redis)
         if settings.uses_local_default and session.alive_workers() == 0:
             count = local_workers or default_local_worker_count()
             session.local_pool = stack.enter_context(LocalWorkers(resolved, count=count))

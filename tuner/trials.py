@@ -167,6 +167,10 @@ class DistributedTrials(base.Trials):
             counts[state_of(doc)] += 1
         return counts
 
+    def doc(self, tid: int) -> dict[str, Any]:
+        """The local copy of trial ``tid``'s document."""
+        return self._by_tid[tid]
+
     @property
     def in_flight(self) -> int:
         return len(self._unfinished)

@@ -15,13 +15,14 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import Reject
+from kombu.exceptions import KombuError
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
 from broker import defaults, names
 from broker.celery_app import send_trial
 from broker.errors import SignatureError
 from broker.spec import open_spec
-from broker.store import Claim, lost_runs
+from broker.store import Claim
 from broker.trial_doc import TrialState, failure_result, flat_vals, state_of
 from workers import context
 from workers.context import VerifiedExperiment, WorkerContext
@@ -47,19 +48,19 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
     settings = ctx.settings
     if ctx.stopping.is_set():  # delivered while shutting down: back to the queue
         raise Reject("worker shutting down", requeue=True)
-    claim, doc = ctx.store.claim(exp_id, tid, ctx.identity, lease_s=settings.lease_s,
-                                 now=time.time())
+    claim, doc = _with_retry(lambda: ctx.store.claim(
+        exp_id, tid, ctx.identity, lease_s=settings.lease_s, now=time.time()),
+        settings.result_retry_s)
     if claim is None:
         state = state_of(doc).value if doc else "missing"
         log.info("trial %s/%s is %s: nothing to do (duplicate or late delivery)",
                  exp_id, tid, state)
         return {"exp_id": exp_id, "tid": tid, "skipped": state}
-    if lost_runs(claim.doc) >= settings.max_attempts:  # taken over from a lost worker
-        lost = failure_result("worker_lost", f"worker lost ×{lost_runs(claim.doc)}")
-        return _record(ctx, claim, Outcome("done", result=lost), None)
 
     try:
-        experiment = _experiment(ctx, exp_id, claim.doc.get("spec_signature"))
+        experiment = _with_retry(lambda: _experiment(ctx, exp_id,
+                                                     claim.doc.get("spec_signature")),
+                                 settings.result_retry_s)
     except SignatureError as exc:
         log.error("REFUSED trial %s/%s: %s", exp_id, tid, exc)
         refused = Outcome("unavailable", error=f"SignatureError: {exc}")
@@ -127,7 +128,7 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome,
         fields["params"] = outcome.params
     cancelled = outcome.kind == "stopped"
     written = _with_retry(lambda: ctx.store.finish(claim, result, now=now, cancelled=cancelled,
-                                                   **fields))
+                                                   **fields), ctx.settings.result_retry_s)
     state = (TrialState.CANCELLED if cancelled else
              TrialState.OK if result.get("status") == "ok" else TrialState.FAIL)
     if not written:
@@ -162,12 +163,14 @@ def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
     reason = HANDED_BACK if stopping else (outcome.error or "trial process died")
     verdict = _with_retry(lambda: ctx.store.release(
         claim, reason, max_attempts=settings.max_attempts, now=time.time(),
-        counted=not stopping))
+        counted=not stopping), settings.result_retry_s)
     log.warning("trial %s/%s attempt %s: %s -> %s", claim.exp_id, claim.tid, claim.attempt,
                 outcome.error, verdict)
     if verdict == "queued":
-        send_trial(app, claim.exp_id, claim.tid,
-                   queue=experiment.queue or settings.queue)
+        try:
+            send_trial(app, claim.exp_id, claim.tid, queue=experiment.queue or settings.queue)
+        except KombuError as exc:  # the tuner's queue audit sends it again
+            log.warning("trial %s/%s: could not re-send (%s)", claim.exp_id, claim.tid, exc)
     if verdict != "lost":
         state = TrialState.QUEUED if verdict == "queued" else TrialState.FAIL
         ctx.notifier.trial_changed(claim.exp_id, claim.tid, state.value)
@@ -175,9 +178,11 @@ def _released(ctx: WorkerContext, app: Celery, claim: Claim, outcome: Outcome,
             "state": verdict, "error": outcome.error}
 
 
-def _with_retry(write: Any, *, budget_s: float = defaults.RESULT_WRITE_RETRY_S) -> Any:
-    """Retry a MongoDB write through an outage with bounded exponential backoff; the
-    message stays unacknowledged meanwhile (late acks)."""
+def _with_retry(write: Any, budget_s: float) -> Any:
+    """Retry a MongoDB operation through an outage with bounded exponential backoff; the
+    message stays unacknowledged meanwhile (late acks). Raises once ``budget_s`` is
+    spent: the trial's lease then expires and the tuner re-queues it (or, before the
+    claim, the tuner's queue audit sends the trial again)."""
     deadline = time.monotonic() + budget_s
     delay = 0.25
     while True:
@@ -189,7 +194,7 @@ def _with_retry(write: Any, *, budget_s: float = defaults.RESULT_WRITE_RETRY_S) 
             log.warning("MongoDB unavailable (%s); retrying the result write in %.1f s",
                         exc, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, defaults.RESULT_RETRY_MAX_DELAY_S)
 
 
 def _tail(path: Path | None) -> str:

@@ -22,6 +22,7 @@ def test_a_zombie_writes_nothing_after_its_trial_was_taken_over(settings, store)
     now = time.time()
     zombie, _ = store.claim(exp_id, tid, A, lease_s=5, now=now)
     assert store.claim(exp_id, tid, B, lease_s=5, now=now + 1)[0] is None  # lease is live
+    assert store.claim(exp_id, tid, B, lease_s=5, now=now + 60)[0] is None  # only requeue
 
     requeued, failed = store.requeue_expired(exp_id, now=now + 6, max_attempts=3)
     assert (requeued, failed) == ([tid], [])
