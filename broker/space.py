@@ -131,7 +131,7 @@ def _literal_args(dist: Apply) -> dict[str, Any]:
     if dist.name == "randint" and len(dist.pos_args) == 1:
         names = ("high",)
     values: dict[str, Any] = {}
-    pairs = list(zip(names, dist.pos_args)) + list(dist.named_args)
+    pairs = list(zip(names, dist.pos_args, strict=False)) + list(dist.named_args)
     for key, arg in pairs:
         if isinstance(arg, Literal):
             values[key] = arg.obj

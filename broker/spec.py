@@ -20,8 +20,10 @@ from broker.errors import ObjectiveError
 from broker.settings import Secret
 
 
-def build(fn: Callable[..., Any], expr: Apply, workspace: Path, call_index: int) -> dict[str, Any]:
-    """The spec of a tuning run of ``fn`` over the (validated) space ``expr``."""
+def build(fn: Callable[..., Any], expr: Apply, workspace: Path, call_index: int, *,
+          limits: dict[str, float] | None = None) -> dict[str, Any]:
+    """The spec of a tuning run of ``fn`` over the (validated) space ``expr``; ``limits``
+    are the trials' time limits (``timeout_s``, ``soft_timeout_s``)."""
     encoded = space.encode(expr)
     ref = objective.reference(fn, workspace, call_index)
     if ref["kind"] == "module" and not encoded["portable"]:
@@ -33,6 +35,7 @@ def build(fn: Callable[..., Any], expr: Apply, workspace: Path, call_index: int)
         "objective": ref,
         "space": encoded,
         "space_fingerprint": space.fingerprint(encoded),
+        "limits": {k: v for k, v in (limits or {}).items() if v is not None},
     }
 
 

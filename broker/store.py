@@ -27,11 +27,11 @@ from typing import Any
 import pymongo
 from hyperopt import base
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from broker import names
 from broker.errors import ConfigError, ExperimentError, StoreContractError
-from broker.settings import Settings, redact
+from broker.settings import ENV, Settings, redact
 from broker.trial_doc import (
     EXP_KEY,
     TID,
@@ -67,9 +67,12 @@ class Claim:
 
 def connect(settings: Settings, *, timeout_s: float = 5.0) -> TrialStore:
     """A store on ``settings.mongo_url``; :class:`ConfigError` naming the address if
-    MongoDB does not answer within ``timeout_s``."""
+    MongoDB does not answer within ``timeout_s``, refuses the credentials, or (for a
+    server on another machine) the URL carries none and that was not explicitly allowed."""
     if not settings.mongo_url:
         raise ConfigError("no MongoDB URL configured")
+    address = redact(settings.mongo_url)
+    _refuse_unauthenticated(settings.mongo_url, address, settings.allow_unauthenticated_mongo)
     timeout_ms = int(timeout_s * 1000)
     client: pymongo.MongoClient = pymongo.MongoClient(
         settings.mongo_url,
@@ -77,17 +80,40 @@ def connect(settings: Settings, *, timeout_s: float = 5.0) -> TrialStore:
         connectTimeoutMS=timeout_ms,
         appname="tuner",
     )
+    store = TrialStore(client, settings.mongo_db)
     try:
         client.admin.command("ping")
+        store.ensure_indexes()  # also proves that we may read and write
+    except OperationFailure as exc:
+        client.close()
+        if exc.code in (13, 18):  # Unauthorized, AuthenticationFailed
+            what = "requires authentication" if exc.code == 13 else "rejected the credentials"
+            raise ConfigError(f"MongoDB at {address} {what}: set the user and password in "
+                              f"{ENV['mongo_url']}", address=address) from None
+        raise ConfigError(f"MongoDB at {address} refused: {exc}", address=address) from None
     except PyMongoError as exc:
         client.close()
-        address = redact(settings.mongo_url)
         raise ConfigError(
             f"cannot reach MongoDB at {address}: {type(exc).__name__}", address=address
         ) from None
-    store = TrialStore(client, settings.mongo_db)
-    store.ensure_indexes()
     return store
+
+
+def _refuse_unauthenticated(url: str, address: str, allowed: bool) -> None:
+    """A MongoDB on another machine without credentials would let anyone on the network
+    plant experiments: refuse unless the user said so explicitly."""
+    if allowed or "@" in url.split("?")[0]:
+        return
+    hosts = url.split("://", 1)[-1].split("/", 1)[0].split(",")
+    if all(h.rsplit(":", 1)[0].strip("[]") in LOOPBACK for h in hosts):
+        return
+    raise ConfigError(
+        f"the MongoDB URL {address} has no credentials: add a user and password, or set "
+        f"{ENV['allow_unauthenticated_mongo']}=1 to accept an unauthenticated database",
+        address=address)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class TrialStore:

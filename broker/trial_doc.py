@@ -35,32 +35,43 @@ TID = "tid"
 
 
 class TrialState(str, Enum):
-    """Where a trial is in its life. ``OK``, ``FAIL`` and ``CANCELLED`` are final."""
+    """Where a trial is in its life. Every state but ``QUEUED`` and ``RUNNING`` is final.
+
+    ``TIMEOUT`` is a failure the objective did not choose: the trial hit its hard time
+    limit (or failed after its soft one). Hyperopt's algorithms see it as ``fail``."""
 
     QUEUED = "queued"
     RUNNING = "running"
     OK = "ok"
     FAIL = "fail"
+    TIMEOUT = "timeout"
     CANCELLED = "cancelled"
 
     @property
     def is_finished(self) -> bool:
-        return self in (TrialState.OK, TrialState.FAIL, TrialState.CANCELLED)
+        return self not in (TrialState.QUEUED, TrialState.RUNNING)
 
     def query(self) -> dict[str, Any]:
         """A MongoDB filter matching trial documents in this state."""
+        done = {"state": base.JOB_STATE_DONE}
         if self is TrialState.OK:
-            return {"state": base.JOB_STATE_DONE, "result.status": base.STATUS_OK}
+            return {**done, "result.status": base.STATUS_OK}
         if self is TrialState.FAIL:
-            return {"state": base.JOB_STATE_DONE, "result.status": {"$ne": base.STATUS_OK}}
+            return {**done, "result.status": {"$ne": base.STATUS_OK},
+                    "result.failure.kind": {"$ne": TIMEOUT_KIND}}
+        if self is TrialState.TIMEOUT:
+            return {**done, "result.failure.kind": TIMEOUT_KIND}
         return {"state": _JOB_STATE[self]}
 
+
+TIMEOUT_KIND = "timeout"
 
 _JOB_STATE = {
     TrialState.QUEUED: base.JOB_STATE_NEW,
     TrialState.RUNNING: base.JOB_STATE_RUNNING,
     TrialState.OK: base.JOB_STATE_DONE,
     TrialState.FAIL: base.JOB_STATE_DONE,
+    TrialState.TIMEOUT: base.JOB_STATE_DONE,
     TrialState.CANCELLED: base.JOB_STATE_CANCEL,
 }
 
@@ -76,8 +87,15 @@ def state_of(doc: dict[str, Any]) -> TrialState:
         return TrialState.RUNNING
     if job_state == base.JOB_STATE_CANCEL:
         return TrialState.CANCELLED
-    if job_state == base.JOB_STATE_DONE and doc.get("result", {}).get("status") == base.STATUS_OK:
+    return finished_state(doc.get("result") or {})
+
+
+def finished_state(result: dict[str, Any]) -> TrialState:
+    """The final state a trial with this ``result`` is in (``OK``, ``FAIL``, ``TIMEOUT``)."""
+    if result.get("status") == base.STATUS_OK:
         return TrialState.OK
+    if (result.get("failure") or {}).get("kind") == TIMEOUT_KIND:
+        return TrialState.TIMEOUT
     return TrialState.FAIL
 
 
@@ -89,7 +107,8 @@ def failure_result(kind: str, message: str, traceback: str | None = None) -> dic
     """The ``result`` of a trial that did not produce a loss.
 
     ``kind`` is one of ``exception``, ``invalid_result``, ``worker_lost``,
-    ``objective_unavailable``; Hyperopt's algorithms see ``status: fail`` and no loss,
+    ``objective_unavailable``, ``timeout``, ``cancelled``; Hyperopt's algorithms see
+    ``status: fail`` and no loss,
     which they treat as a failed point.
     """
     failure: dict[str, Any] = {"kind": kind, "message": message}

@@ -26,6 +26,8 @@ def hyper_tune(
     *,
     name: str | None = None,
     parallelism: int | None = None,
+    trial_timeout: float | None = None,
+    trial_soft_timeout: float | None = None,
     settings: Settings | None = None,
     **fmin_kwargs: Any,
 ) -> dict[str, Any]:
@@ -42,6 +44,10 @@ def hyper_tune(
     :param name: experiment name (default ``TUNER_EXPERIMENT``/``EXPERIMENT_NAME``, else
         a new one). The same name again resumes the experiment.
     :param parallelism: trials running at once (default: number of live workers).
+    :param trial_timeout: seconds after which a trial is killed (process tree included)
+        and recorded as ``timeout``; the algorithm sees a failed point.
+    :param trial_soft_timeout: seconds after which the objective gets
+        ``SoftTimeLimitExceeded`` (from ``sdk``), e.g. to save a checkpoint.
     :param fmin_kwargs: passed to ``func`` (``timeout``, ``loss_threshold``,
         ``early_stop_fn``, ``rstate``, ``points_to_evaluate``, ...).
     :returns: ``{"best": params as space_eval gives them, "argmin": raw values,
@@ -56,6 +62,7 @@ def hyper_tune(
     trials = DistributedTrials(
         name, settings=settings, parallelism=parallelism,
         points_to_evaluate=fmin_kwargs.pop("points_to_evaluate", None),
+        trial_timeout=trial_timeout, trial_soft_timeout=trial_soft_timeout,
     )
     try:
         argmin = func(train_model, hparam_def, algo=algo or tpe.suggest, max_evals=max_evals,

@@ -15,8 +15,8 @@ from typing import Any
 from hyperopt import base, rand
 from hyperopt.pyll import as_apply
 
-from broker import spec as spec_module
 from broker import space as space_codec
+from broker import spec as spec_module
 from broker.settings import Settings
 from broker.store import TrialStore
 from broker.trial_doc import new_trial_fields

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-machine-type", help="machine type, i.e. queue, of the workers")
     run.add_argument("--workspace", help="folder with the tuning code (default: .)")
     run.add_argument("--max-evals", type=int, help="overrides max_evals of the tuning script")
+    run.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+                     help="kill a trial (and its child processes) after this long")
+    run.add_argument("--trial-soft-timeout", type=float, metavar="SECONDS",
+                     help="raise SoftTimeLimitExceeded in the objective after this long")
     run.set_defaults(handler=_hyperparameters_run)
 
     exp = groups.add_parser("experiments", help="inspect experiments")
@@ -96,7 +100,10 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _hyperparameters_run(args: argparse.Namespace) -> int:
     settings = _settings(args, experiment=args.name, machine_type=args.worker_machine_type,
-                         workspace=args.workspace, max_evals=args.max_evals)
+                         workspace=args.workspace, max_evals=args.max_evals,
+                         trial_timeout_s=args.trial_timeout,
+                         trial_soft_timeout_s=args.trial_soft_timeout)
+    settings.check_time_limits()
     request = RunRequest(name=args.name, tuning_command=args.tuning_command,
                          worker_count=args.worker_count, worker_command=args.worker_command)
     return run_experiment(request, settings, console)

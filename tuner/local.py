@@ -71,7 +71,7 @@ class LocalWorkers:
 
     def check(self) -> None:
         """:class:`ServiceError` with the log tail if a worker has exited on its own."""
-        for process, log in zip(self.processes, self.logs):
+        for process, log in zip(self.processes, self.logs, strict=True):
             if process.poll() is not None:
                 tail = log.read_bytes()[-1500:].decode(errors="replace") if log.exists() else ""
                 raise ServiceError(f"local worker exited with status {process.returncode} "

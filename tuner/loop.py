@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 from hyperopt import base
-
 from kombu.exceptions import KombuError
 
 from broker import defaults

@@ -43,9 +43,9 @@ def run_experiment(request: RunRequest, settings: Settings, console: Console) ->
         resolved, started = resolve(settings, start=True)
         if started:
             stack.callback(LocalServices(settings.state_dir).down, started)
+        check_broker(resolved.broker_url or "")
         store = connect(resolved)
         stack.callback(store.close)
-        check_broker(resolved.broker_url or "")
         doc, created = store.create_experiment(request.name, {
             "queue": resolved.queue, "tuning_command": request.tuning_command,
             "max_evals": resolved.max_evals})

@@ -65,9 +65,9 @@ def open_session(settings: Settings, *, local_workers: int | None = None) -> Ite
         if started:
             services = LocalServices(settings.state_dir)
             stack.callback(services.down, started)
+        check_broker(resolved.broker_url or "", timeout_s=defaults.CONNECT_TIMEOUT_S)
         store = connect(resolved, timeout_s=defaults.CONNECT_TIMEOUT_S)
         stack.callback(store.close)
-        check_broker(resolved.broker_url or "", timeout_s=defaults.CONNECT_TIMEOUT_S)
         app = create_app(resolved)
         redis = redis_client(resolved.broker_url or "")
         stack.callback(redis.close)

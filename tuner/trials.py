@@ -44,6 +44,10 @@ class DistributedTrials(base.Trials):
         the queue (re-read while running, so added workers are used).
     :param points_to_evaluate: points (dicts of label -> value, ``hp.choice`` as an index)
         to evaluate first, as Hyperopt's ``fmin(points_to_evaluate=...)``.
+    :param trial_timeout: seconds after which a trial's whole process tree is killed and
+        the trial recorded as ``timeout`` (default ``TUNER_TRIAL_TIMEOUT_S``, none).
+    :param trial_soft_timeout: seconds after which the objective gets
+        :class:`~broker.errors.SoftTimeLimitExceeded`, to save a checkpoint.
     """
 
     asynchronous = True
@@ -56,8 +60,13 @@ class DistributedTrials(base.Trials):
         parallelism: int | None = None,
         points_to_evaluate: list[dict[str, Any]] | None = None,
         local_workers: int | None = None,
+        trial_timeout: float | None = None,
+        trial_soft_timeout: float | None = None,
     ) -> None:
-        self.settings = Settings.from_env() if settings is None else settings
+        self.settings = (Settings.from_env() if settings is None else settings).replace(
+            **{k: v for k, v in (("trial_timeout_s", trial_timeout),
+                                 ("trial_soft_timeout_s", trial_soft_timeout))
+               if v is not None})
         self.experiment_name = experiment or self.settings.experiment or _default_name()
         self.parallelism = parallelism if parallelism is not None else self.settings.parallelism
         self.points_to_evaluate = points_to_evaluate
@@ -215,11 +224,14 @@ class DistributedTrials(base.Trials):
         if trials_save_file:
             raise TunerError("trials_save_file is not supported: MongoDB keeps the trials")
         expr = space_codec.validate(space)
+        self.settings.check_time_limits()
         if algo is None:
             from hyperopt import tpe
 
             algo = tpe.suggest
-        spec = spec_module.build(fn, expr, self.settings.workspace, call_index)
+        spec = spec_module.build(fn, expr, self.settings.workspace, call_index, limits={
+            "timeout_s": self.settings.trial_timeout_s,
+            "soft_timeout_s": self.settings.trial_soft_timeout_s})
         with self._connected(local_workers=self.local_workers or self.parallelism) as session:
             self._attach(session, spec, expr, algo, max_evals)
             domain = base.Domain(fn, expr)
@@ -277,7 +289,7 @@ class DistributedTrials(base.Trials):
         seeded = generate_trials_to_calculate(self.points_to_evaluate)
         tids = self.new_trial_ids(len(seeded._dynamic_trials))
         docs = []
-        for tid, doc in zip(tids, seeded._dynamic_trials):
+        for tid, doc in zip(tids, seeded._dynamic_trials, strict=True):
             doc["tid"] = doc["misc"]["tid"] = tid
             doc["exp_key"] = self._exp_key
             doc["misc"]["idxs"] = {k: ([tid] if v else []) for k, v in doc["misc"]["idxs"].items()}

@@ -21,11 +21,14 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from broker import objective
 from broker import space as space_codec
+from broker.errors import SoftTimeLimitExceeded
 from broker.trial_doc import failure_result
 from workers.result import normalize
 
@@ -93,7 +96,7 @@ def _load(request: dict[str, Any], workspace: Path) -> tuple[tuple[Any, Any] | N
 def _run(replies: BinaryIO, request: dict[str, Any], fn: Any, expr: Any) -> None:
     from hyperopt import space_eval
 
-    with _redirected_output(request["log_path"]):
+    with _redirected_output(request["log_path"]), _soft_time_limit():
         started_at = time.time()
         params: Any = None
         try:
@@ -112,6 +115,21 @@ def _run(replies: BinaryIO, request: dict[str, Any], fn: Any, expr: Any) -> None
         ended_at = time.time()
     _send(replies, {"event": "done", "result": result, "started_at": started_at,
                     "ended_at": ended_at})
+
+
+@contextmanager
+def _soft_time_limit() -> Iterator[None]:
+    """While the objective runs, SIGUSR1 (sent at the soft time limit) raises
+    SoftTimeLimitExceeded in it, so it can save a checkpoint."""
+
+    def raise_soft_limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded("the trial reached its soft time limit")
+
+    previous = signal.signal(signal.SIGUSR1, raise_soft_limit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 class _redirected_output:
@@ -133,7 +151,7 @@ class _redirected_output:
     def __exit__(self, *exc: object) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        for target, saved in zip((1, 2), self.saved):
+        for target, saved in zip((1, 2), self.saved, strict=True):
             os.dup2(saved, target)
             os.close(saved)
 

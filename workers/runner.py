@@ -31,13 +31,25 @@ from pathlib import Path
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Limits:
+    """A trial's time limits (seconds from the objective's start). At the soft limit the
+    objective gets :class:`~broker.errors.SoftTimeLimitExceeded` (SIGUSR1); at the hard
+    limit its process group is killed."""
+
+    timeout_s: float | None = None
+    soft_timeout_s: float | None = None
+
+
 @dataclass
 class Outcome:
     """How a trial run ended.
 
     ``kind``: ``done`` (``result`` set), ``unavailable`` (the objective could not be
     loaded; ``error``/``traceback`` set), ``died`` (the trial process died; ``error``
-    says how), or ``stopped`` (killed because ``tick`` said ``cancel`` or ``lost``).
+    says how), ``stopped`` (killed because ``tick`` said ``cancel`` or ``lost``), or
+    ``timeout`` (killed at the hard time limit). ``soft_signalled``: the objective was
+    told it reached its soft limit before it ended.
     """
 
     kind: str
@@ -48,6 +60,28 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     reason: str | None = None
+    soft_signalled: bool = False
+
+
+class _Deadlines:
+    """When to signal and when to kill the running trial (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.soft_at: float | None = None
+        self.hard_at: float | None = None
+        self.soft_sent = False
+
+    def arm(self, limits: Limits | None) -> None:
+        now = time.monotonic()
+        if limits is not None and limits.timeout_s:
+            self.hard_at = now + limits.timeout_s
+        if limits is not None and limits.soft_timeout_s:
+            self.soft_at = now + limits.soft_timeout_s
+
+    def next(self) -> float:
+        pending = [t for t in (self.hard_at, None if self.soft_sent else self.soft_at)
+                   if t is not None]
+        return min(pending, default=float("inf"))
 
 
 @dataclass
@@ -81,6 +115,7 @@ class Runner:
         *,
         tick: Callable[[], str],
         interval_s: float,
+        limits: Limits | None = None,
     ) -> Outcome:
         """Run one trial of the experiment identified by ``key``."""
         unavailable = self._ensure(key, load_request, tick, interval_s)
@@ -90,18 +125,20 @@ class Runner:
         assert child is not None
         self._send(child, {"op": "run", "vals": vals, "log_path": str(log_path)})
         started: dict[str, Any] = {}
+        deadlines = _Deadlines()
         while True:
-            reply = self._receive(child, tick, interval_s)
+            reply = self._receive(child, tick, interval_s, deadlines)
             if reply.get("event") == "started":
                 started = reply
+                deadlines.arm(limits)
                 continue
-            if "event" not in reply:  # died or stopped
-                reply_outcome = Outcome(**reply)
-                reply_outcome.params = started.get("params")
-                reply_outcome.started_at = started.get("started_at")
-                return reply_outcome
+            if "event" not in reply:  # died, stopped or timed out
+                return Outcome(**reply, params=started.get("params"),
+                               started_at=started.get("started_at"), ended_at=time.time(),
+                               soft_signalled=deadlines.soft_sent)
             return Outcome("done", result=reply["result"], params=started.get("params"),
-                           started_at=reply["started_at"], ended_at=reply["ended_at"])
+                           started_at=reply["started_at"], ended_at=reply["ended_at"],
+                           soft_signalled=deadlines.soft_sent)
 
     @property
     def loaded_key(self) -> str | None:
@@ -140,7 +177,8 @@ class Runner:
 
     def _ensure(self, key: str, load_request: dict[str, Any], tick: Callable[[], str],
                 interval_s: float) -> Outcome | None:
-        if self._child is not None and self._child.key == key and self._child.process.poll() is None:
+        child = self._child
+        if child is not None and child.key == key and child.process.poll() is None:
             return None
         self.stop()
         self._child = self._take_spare(key)
@@ -191,15 +229,19 @@ class Runner:
         except BrokenPipeError:
             pass  # the child died; _receive reports how
 
-    def _receive(self, child: _Child, tick: Callable[[], str], interval_s: float) -> dict:
-        """The next message from the child, calling ``tick`` every ``interval_s``.
+    def _receive(self, child: _Child, tick: Callable[[], str], interval_s: float,
+                 deadlines: _Deadlines | None = None) -> dict:
+        """The next message from the child, calling ``tick`` every ``interval_s`` and
+        acting on ``deadlines``.
 
-        Returns ``{"kind": "died"|"stopped", ...}`` instead when the child dies or
-        ``tick`` says to stop."""
+        Returns ``{"kind": "died"|"stopped"|"timeout", ...}`` instead when the child
+        dies, ``tick`` says to stop, or the hard time limit passes."""
+        deadlines = deadlines or _Deadlines()
         next_tick = time.monotonic() + interval_s
         while b"\n" not in child.buffer:
+            wake = min(next_tick, deadlines.next())
             ready, _, _ = select.select([child.from_child], [], [],
-                                        max(0.0, next_tick - time.monotonic()))
+                                        max(0.0, wake - time.monotonic()))
             if ready:
                 chunk = os.read(child.from_child, 65536)
                 if not chunk:
@@ -208,6 +250,16 @@ class Runner:
                 continue
             if child.process.poll() is not None:  # died; a grandchild may hold the pipe
                 return {"kind": "died", "error": self._death_reason(child)}
+            now = time.monotonic()
+            if deadlines.hard_at is not None and now >= deadlines.hard_at:
+                self.stop()
+                return {"kind": "timeout"}
+            if deadlines.soft_at is not None and now >= deadlines.soft_at and not (
+                    deadlines.soft_sent):
+                deadlines.soft_sent = True
+                os.kill(child.process.pid, signal.SIGUSR1)
+            if now < next_tick:
+                continue
             verdict = tick()
             if verdict != "ok":
                 self.stop()

@@ -23,10 +23,17 @@ from broker.celery_app import send_trial
 from broker.errors import SignatureError
 from broker.spec import open_spec
 from broker.store import Claim
-from broker.trial_doc import TrialState, failure_result, flat_vals, state_of
+from broker.trial_doc import (
+    TIMEOUT_KIND,
+    TrialState,
+    failure_result,
+    finished_state,
+    flat_vals,
+    state_of,
+)
 from workers import context
 from workers.context import VerifiedExperiment, WorkerContext
-from workers.runner import Outcome
+from workers.runner import Limits, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,7 @@ def evaluate(ctx: WorkerContext, app: Celery, exp_id: str, tid: int) -> dict[str
             log_path,
             tick=lambda: _renew(ctx, claim),
             interval_s=settings.heartbeat_s,
+            limits=Limits(**spec.get("limits", {})),
         )
     if outcome.kind == "died":
         return _released(ctx, app, claim, outcome, experiment)
@@ -129,8 +137,7 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome,
     cancelled = outcome.kind == "stopped"
     written = _with_retry(lambda: ctx.store.finish(claim, result, now=now, cancelled=cancelled,
                                                    **fields), ctx.settings.result_retry_s)
-    state = (TrialState.CANCELLED if cancelled else
-             TrialState.OK if result.get("status") == "ok" else TrialState.FAIL)
+    state = TrialState.CANCELLED if cancelled else finished_state(result)
     if not written:
         log.warning("trial %s/%s: result discarded, the trial was taken over (lease lost)",
                     claim.exp_id, claim.tid)
@@ -143,8 +150,17 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome,
 
 
 def _result_of(outcome: Outcome) -> dict[str, Any]:
+    elapsed = (outcome.ended_at or 0.0) - (outcome.started_at or outcome.ended_at or 0.0)
+    if outcome.kind == "timeout":
+        return failure_result(TIMEOUT_KIND, f"killed at the hard time limit after "
+                                            f"{elapsed:.1f} s")
     if outcome.kind == "done":
         assert outcome.result is not None
+        if outcome.soft_signalled and outcome.result.get("status") != "ok":
+            failure = outcome.result.get("failure") or {}
+            return failure_result(TIMEOUT_KIND, f"stopped at the soft time limit after "
+                                                f"{elapsed:.1f} s: {failure.get('message')}",
+                                  failure.get("traceback"))
         return outcome.result
     if outcome.kind == "stopped":
         return failure_result("cancelled", "cancelled by the tuner while running")

@@ -128,6 +128,10 @@ def test_query_operators_the_store_uses(coll):
     assert coll.count_documents({"heartbeat_at": {"$gt": 6.5}}) == 3
     assert coll.update_many({"exp_key": "e", "tid": {"$in": [1, 2]}, "state": {"$in": [1, 2]}},
                             {"$set": {"state": 4}}).modified_count == 2
+    coll.update_one({"tid": 9}, {"$set": {"result.failure": {"kind": "timeout"}}})
+    assert coll.count_documents({"exp_key": "e", "result.failure.kind": "timeout"}) == 1
+    # $ne also matches documents that lack the field (a failure without "failure")
+    assert coll.count_documents({"exp_key": "e", "result.failure.kind": {"$ne": "timeout"}}) == 9
 
 
 def test_upsert_with_set_on_insert(coll):

@@ -41,6 +41,11 @@ def test_redis_requires_its_password_and_secrets_are_private(tmp_path):
         port = int(connection.broker_url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=port).ping()
+        mongo_port = int(connection.mongo_url.rsplit(":", 1)[1].split("/")[0])
+        anonymous = pymongo.MongoClient(f"mongodb://127.0.0.1:{mongo_port}/")
+        with pytest.raises(pymongo.errors.OperationFailure, match="requires authentication"):
+            anonymous.t.c.insert_one({"planted": True})
+        anonymous.close()
         for name in ("secrets.json", "services.json", "redis/redis.conf"):
             assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
         assert stat.S_IMODE(state.stat().st_mode) == 0o700

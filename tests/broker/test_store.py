@@ -61,7 +61,7 @@ def test_a_handed_back_run_does_not_count(settings, store):
     experiment, (tid,) = make_experiment(store, settings, objectives.quadratic,
                                          {"x": hp.uniform("x", -1, 1)}, 1)
     exp_id = experiment["_id"]
-    for i in range(5):
+    for _ in range(5):
         claim, _ = store.claim(exp_id, tid, A, lease_s=5, now=time.time())
         assert store.release(claim, "handed back", max_attempts=3, now=time.time(),
                              counted=False) == "queued"

@@ -81,7 +81,7 @@ def test_experiments_lists_counts_best_loss_and_duration(server, experiment):
     assert row["name"] == experiment["name"] and row["state"] == "finished"
     assert row["algo"] == "hyperopt.rand.suggest"
     assert row["counts"] == {"queued": 0, "running": 0, "ok": len(ok),
-                             "fail": len(docs) - len(ok), "cancelled": 0}
+                             "fail": len(docs) - len(ok), "timeout": 0, "cancelled": 0}
     # (nx-27017's $min keeps 15 significant digits)
     assert row["best_loss"] == pytest.approx(min(d["result"]["loss"] for d in ok), rel=1e-13)
     assert row["started_at"] and row["duration_s"] > 0

@@ -124,4 +124,5 @@ def test_malformed_returns_fail_with_a_specific_reason(settings, store):
         assert "loss" not in doc["result"]
     assert state_of(by_value["good"]) is TrialState.OK
     assert result["best_loss"] == pytest.approx(3.141592653589793)
-    assert result["trials"] == {"queued": 0, "running": 0, "ok": 1, "fail": 8, "cancelled": 0}
+    assert result["trials"] == {"queued": 0, "running": 0, "ok": 1, "fail": 8, "timeout": 0,
+                                "cancelled": 0}

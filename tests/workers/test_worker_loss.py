@@ -8,7 +8,7 @@ import threading
 import time
 
 import objectives
-from hyperopt import base, hp, rand
+from hyperopt import hp, rand
 
 from broker.trial_doc import TrialState, flat_vals, state_of
 from sdk import hyper_tune

@@ -98,3 +98,29 @@ def dashboard_model(params):
     if params["x"] > 3:
         raise ValueError(f"diverged at x={params['x']:.3f}")
     return (params["x"] - 1.0) ** 2 + 0.1 * abs(math.log(params["lr"]) + 5)
+
+
+def hang(params):
+    """Never return; with ``spawn``, first start a child process that never ends either."""
+    if params.get("spawn"):
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "100000"])
+        with open(params["pids"], "a") as f:
+            f.write(f"{os.getpid()} {child.pid}\n")
+    else:
+        with open(params["pids"], "a") as f:
+            f.write(f"{os.getpid()}\n")
+    time.sleep(100000)
+
+
+def checkpointing(params):
+    """Save a checkpoint when told that the soft time limit is reached."""
+    from sdk import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(100000)
+    except SoftTimeLimitExceeded:
+        with open(params["checkpoint"], "w") as f:
+            f.write("saved")
+        raise

@@ -39,7 +39,7 @@ PARAM_VALUE_MAX = 6000
 
 EXPERIMENT_TAG = "tuner.experiment_id"
 TID_TAG = "tuner.tid"
-_RUN_STATUS = {TrialState.OK: "FINISHED", TrialState.FAIL: "FAILED",
+_RUN_STATUS = {TrialState.OK: "FINISHED", TrialState.FAIL: "FAILED", TrialState.TIMEOUT: "FAILED",
                TrialState.CANCELLED: "KILLED"}
 
 

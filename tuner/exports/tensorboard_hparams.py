@@ -123,6 +123,7 @@ def _session_end(summary_pb2: Any, state: TrialState, ended_at: float | None) ->
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
     status = {TrialState.OK: api_pb2.STATUS_SUCCESS, TrialState.FAIL: api_pb2.STATUS_FAILURE,
+              TrialState.TIMEOUT: api_pb2.STATUS_FAILURE,
               TrialState.CANCELLED: api_pb2.STATUS_UNKNOWN}[state]
     # HParams has no "cancelled" status: a cancelled trial ends as STATUS_UNKNOWN
     info = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=ended_at or 0.0)
