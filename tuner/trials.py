@@ -75,9 +75,11 @@ class DistributedTrials(base.Trials):
         self.session: Session | None = None
         self._by_tid: dict[int, dict[str, Any]] = {}
         self._unfinished: set[int] = set()
+        self._counts: dict[TrialState, int] = {}
+        self._membership_changed = False
         self.best_loss: float | None = None
         super().__init__(exp_key=None, refresh=False)
-        self._trials: list[dict[str, Any]] = []
+        self._forget_all()
 
     # -- Hyperopt's Trials interface ------------------------------------------------------------
 
@@ -88,9 +90,10 @@ class DistributedTrials(base.Trials):
         return self.session.store
 
     def refresh(self) -> None:
+        """Bring the view up to date: re-read unfinished trials only (see :meth:`sync`)."""
         if self.session is not None and self.experiment is not None:
             self.sync()
-        super().refresh()
+        self._rebuild_if_needed()
 
     def new_trial_ids(self, n: int) -> list[int]:
         assert self.experiment is not None
@@ -109,33 +112,40 @@ class DistributedTrials(base.Trials):
         for doc in ready:
             doc.pop("_id", None)
             self._remember(doc)
-        super().refresh()
         return [d[TID] for d in ready]
 
     def delete_all(self) -> None:
         if self.experiment is not None:
             self.store.trials.delete_many({"exp_key": self.experiment["_id"]})
-        self._by_tid.clear()
-        self._unfinished.clear()
-        self._dynamic_trials = []
-        self.best_loss = None
-        super().refresh()
+        self._forget_all()
 
     # -- incremental view ---------------------------------------------------------------------
+    #
+    # Hyperopt's own Trials rebuilds its lists from every document on each refresh; here
+    # a document is updated in place when it changes (so the lists Hyperopt's algorithms
+    # hold stay valid), counts are kept as trials change state, and the list of valid
+    # trials is rebuilt only when a trial leaves it (is cancelled), which is rare.
+
+    def _forget_all(self) -> None:
+        self._by_tid.clear()
+        self._unfinished.clear()
+        self._counts = {state: 0 for state in TrialState}
+        self._dynamic_trials = []
+        self._trials = []
+        self._membership_changed = False
+        self.best_loss = None
 
     def load_all(self) -> None:
         """Read every trial of the experiment (once, when attaching)."""
         assert self.experiment is not None
-        self._by_tid.clear()
-        self._unfinished.clear()
-        self._dynamic_trials = []
-        self.best_loss = None
+        self._forget_all()
         for doc in self.store.find_trials(self.experiment["_id"]):
             self._remember(doc)
-        super().refresh()
+        self._rebuild_if_needed()
 
     def sync(self) -> list[int]:
-        """Re-read the unfinished trials; returns the tids whose document changed."""
+        """Re-read the unfinished trials; returns the tids whose document changed. Reads
+        at most the trials in flight, however long the experiment's history."""
         if not self._unfinished or self.experiment is None:
             return []
         docs = self.store.find_trials(self.experiment["_id"], tids=sorted(self._unfinished))
@@ -146,21 +156,27 @@ class DistributedTrials(base.Trials):
                     old["state"] != doc["state"]):
                 self._remember(doc)
                 changed.append(doc[TID])
-        if changed:
-            super().refresh()
+        self._rebuild_if_needed()
         return changed
 
     def _remember(self, doc: dict[str, Any]) -> None:
         tid = doc[TID]
-        if tid in self._by_tid:
-            old = self._by_tid[tid]
+        old = self._by_tid.get(tid)
+        if old is not None:
+            was_valid = old["state"] in base.JOB_VALID_STATES
+            self._counts[state_of(old)] -= 1
             old.clear()
             old.update(doc)  # in place: keeps the object Hyperopt's lists point at
             doc = old
+            if was_valid and doc["state"] not in base.JOB_VALID_STATES:
+                self._membership_changed = True
         else:
             self._by_tid[tid] = doc
             self._dynamic_trials.append(doc)
+            if doc["state"] in base.JOB_VALID_STATES:
+                self._trials.append(doc)
         state = state_of(doc)
+        self._counts[state] += 1
         if state.is_finished:
             self._unfinished.discard(tid)
         else:
@@ -170,11 +186,14 @@ class DistributedTrials(base.Trials):
             if not math.isnan(loss) and (self.best_loss is None or loss < self.best_loss):
                 self.best_loss = loss
 
+    def _rebuild_if_needed(self) -> None:
+        if self._membership_changed:
+            self._trials = [d for d in self._dynamic_trials
+                            if d["state"] in base.JOB_VALID_STATES]
+            self._membership_changed = False
+
     def counts(self) -> dict[TrialState, int]:
-        counts = {state: 0 for state in TrialState}
-        for doc in self._by_tid.values():
-            counts[state_of(doc)] += 1
-        return counts
+        return dict(self._counts)
 
     def doc(self, tid: int) -> dict[str, Any]:
         """The local copy of trial ``tid``'s document."""
@@ -187,7 +206,7 @@ class DistributedTrials(base.Trials):
     @property
     def n_counted(self) -> int:
         """Trials that count toward ``max_evals``: all but cancelled ones."""
-        return sum(1 for d in self._by_tid.values() if d["state"] != base.JOB_STATE_CANCEL)
+        return len(self._by_tid) - self._counts[TrialState.CANCELLED]
 
     def unfinished(self, state: TrialState) -> list[int]:
         return sorted(t for t in self._unfinished if state_of(self._by_tid[t]) is state)

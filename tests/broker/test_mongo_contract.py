@@ -134,6 +134,17 @@ def test_query_operators_the_store_uses(coll):
     assert coll.count_documents({"exp_key": "e", "result.failure.kind": {"$ne": "timeout"}}) == 9
 
 
+def test_count_stage_and_sort_on_a_nested_field(coll):
+    coll.insert_many([{"e": 1, "state": 2, "result": {"status": "ok", "loss": loss}}
+                      for loss in (0.5, -1.25, 3.0)] + [{"e": 1, "state": 0}])
+    count = list(coll.aggregate([{"$match": {"e": 1, "state": 2}}, {"$count": "n"}]))
+    assert count == [{"n": 3}]
+    # MongoDB returns no document when nothing matches; nx-27017 returns {"n": 0}
+    assert list(coll.aggregate([{"$match": {"e": 2}}, {"$count": "n"}])) in ([], [{"n": 0}])
+    best = coll.find_one({"e": 1, "result.status": "ok"}, sort=[("result.loss", 1)])
+    assert best["result"]["loss"] == -1.25
+
+
 def test_upsert_with_set_on_insert(coll):
     for now in (1.0, 2.0):
         coll.update_one({"_id": "w"}, {"$set": {"heartbeat_at": now},
