@@ -25,3 +25,9 @@ def queue_for(machine_type: str) -> str:
 def trial_channel(exp_id: str) -> str:
     """Redis pub/sub channel on which workers announce that a trial changed state."""
     return f"tuner:trials:{exp_id}"
+
+
+def pool_channel(queue: str) -> str:
+    """Redis pub/sub channel on which tuners sharing ``queue`` announce that they joined
+    or left, so the others re-divide the workers at once (see tuner.fair_share)."""
+    return f"tuner:pool:{queue}"

@@ -16,7 +16,7 @@ import redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from broker.errors import ConfigError
-from broker.names import trial_channel
+from broker.names import pool_channel, trial_channel
 from broker.settings import redact
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,14 @@ class Notifier:
 
 
 class Subscription:
-    """Tuner side: wait for trial changes of one experiment."""
+    """Tuner side: wait for trial changes of one experiment, and (with ``queue``) for
+    other tuners joining or leaving that queue's pool (``pool_changed``)."""
 
-    def __init__(self, url: str, exp_id: str) -> None:
+    def __init__(self, url: str, exp_id: str, queue: str | None = None) -> None:
         self._client = redis_client(url)
         self._channel = trial_channel(exp_id)
+        self._pool = pool_channel(queue) if queue else None
+        self.pool_changed = False
         self._pubsub: redis.client.PubSub | None = None
         self._down_since: float | None = None
         self._connect()
@@ -75,7 +78,7 @@ class Subscription:
     def _connect(self) -> None:
         try:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self._channel)
+            pubsub.subscribe(*[c for c in (self._channel, self._pool) if c])
         except RedisError as exc:
             if self._down_since is None:
                 self._down_since = time.monotonic()
@@ -108,7 +111,15 @@ class Subscription:
             time.sleep(RECONNECT_S)
             self._connect()
             return []
-        return [json.loads(m["data"])["tid"] for m in messages if m.get("type") == "message"]
+        tids = []
+        for message in messages:
+            if message.get("type") != "message":
+                continue
+            if message.get("channel") in (self._pool, (self._pool or "").encode()):
+                self.pool_changed = True
+            else:
+                tids.append(json.loads(message["data"])["tid"])
+        return tids
 
     def close(self) -> None:
         if self._pubsub is not None:

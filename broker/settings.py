@@ -43,6 +43,7 @@ ENV: dict[str, str] = {
     "trial_timeout_s": "TUNER_TRIAL_TIMEOUT_S",
     "trial_soft_timeout_s": "TUNER_TRIAL_SOFT_TIMEOUT_S",
     "force_visibility_timeout": "TUNER_FORCE_VISIBILITY_TIMEOUT",
+    "weight": "TUNER_WEIGHT",
     "gpu": "TUNER_GPU",
     "worker_name": "TUNER_WORKER_NAME",
 }
@@ -109,6 +110,7 @@ class Settings:
     trial_timeout_s: float | None = None
     trial_soft_timeout_s: float | None = None
     force_visibility_timeout: bool = False
+    weight: float = 1.0
     gpu: str | None = None
     worker_name: str | None = None
 

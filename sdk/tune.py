@@ -28,6 +28,7 @@ def hyper_tune(
     parallelism: int | None = None,
     trial_timeout: float | None = None,
     trial_soft_timeout: float | None = None,
+    weight: float | None = None,
     settings: Settings | None = None,
     **fmin_kwargs: Any,
 ) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def hyper_tune(
         and recorded as ``timeout``; the algorithm sees a failed point.
     :param trial_soft_timeout: seconds after which the objective gets
         ``SoftTimeLimitExceeded`` (from ``sdk``), e.g. to save a checkpoint.
+    :param weight: share of a worker pool shared with other experiments (default 1):
+        weights 1 and 3 split the workers 1:3.
     :param fmin_kwargs: passed to ``func`` (``timeout``, ``loss_threshold``,
         ``early_stop_fn``, ``rstate``, ``points_to_evaluate``, ...).
     :returns: ``{"best": params as space_eval gives them, "argmin": raw values,
@@ -62,7 +65,7 @@ def hyper_tune(
     trials = DistributedTrials(
         name, settings=settings, parallelism=parallelism,
         points_to_evaluate=fmin_kwargs.pop("points_to_evaluate", None),
-        trial_timeout=trial_timeout, trial_soft_timeout=trial_soft_timeout,
+        trial_timeout=trial_timeout, trial_soft_timeout=trial_soft_timeout, weight=weight,
     )
     try:
         argmin = func(train_model, hparam_def, algo=algo or tpe.suggest, max_evals=max_evals,

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kill a trial (and its child processes) after this long")
     run.add_argument("--trial-soft-timeout", type=float, metavar="SECONDS",
                      help="raise SoftTimeLimitExceeded in the objective after this long")
+    run.add_argument("--weight", type=float,
+                     help="share of a worker pool shared with other experiments (default 1)")
     run.set_defaults(handler=_hyperparameters_run)
 
     exp = groups.add_parser("experiments", help="inspect experiments")
@@ -102,7 +104,7 @@ def _hyperparameters_run(args: argparse.Namespace) -> int:
     settings = _settings(args, experiment=args.name, machine_type=args.worker_machine_type,
                          workspace=args.workspace, max_evals=args.max_evals,
                          trial_timeout_s=args.trial_timeout,
-                         trial_soft_timeout_s=args.trial_soft_timeout)
+                         trial_soft_timeout_s=args.trial_soft_timeout, weight=args.weight)
     settings.check_time_limits()
     request = RunRequest(name=args.name, tuning_command=args.tuning_command,
                          worker_count=args.worker_count, worker_command=args.worker_command)

@@ -26,6 +26,7 @@ from broker import defaults
 from broker.notify import Subscription
 from broker.trial_doc import TrialState, state_of
 from tuner.experiment import finish_experiment
+from tuner.fair_share import FairShare
 from tuner.outage import OutageGuard
 from tuner.progress import ProgressView, Snapshot
 from tuner.session import Session
@@ -77,12 +78,17 @@ class SuggestionLoop:
             settle_s=(self.settings.lease_s + 2 * self.settings.heartbeat_s
                       + defaults.RESULT_RETRY_MAX_DELAY_S + defaults.CONNECT_TIMEOUT_S))
         self._subscription: Subscription | None = None
+        self._share = FairShare(session.store, session.redis, exp_id=self.exp_id,
+                                queue=self.settings.queue, weight=self.settings.weight,
+                                stale_s=3 * self.settings.heartbeat_s + 1)
+        self._seats = 0
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> str:
         """Run until a stop condition holds; returns its name."""
-        subscription = Subscription(self.settings.broker_url or "", self.exp_id)
+        subscription = Subscription(self.settings.broker_url or "", self.exp_id,
+                                    self.settings.queue)
         self._subscription = subscription
         state = "failed"
         try:
@@ -101,6 +107,7 @@ class SuggestionLoop:
             raise
         finally:
             subscription.close()
+            self._outage.attempt(self._share.leave)
             self._outage.attempt(lambda: finish_experiment(self.session.store, self.exp_id,
                                                            state))
 
@@ -129,8 +136,20 @@ class SuggestionLoop:
         return max(0, self.max_evals - self.trials.n_counted)
 
     def _slots(self) -> int:
+        if self._share.sharing:  # our share of the pool, and no look-ahead (fair_share)
+            return self._seats - self.trials.in_flight
         parallelism = self.trials.parallelism or max(1, self._workers)
         return parallelism + self.settings.queue_ahead - self.trials.in_flight
+
+    def _demand(self) -> int:
+        """How many trials this experiment could have in flight now."""
+        if self._exhausted or self._stop_reason() is not None:
+            return self.trials.in_flight
+        counts = self.trials.counts()
+        unfinished = self.max_evals - sum(counts[s] for s in TrialState if s.is_finished
+                                          and s is not TrialState.CANCELLED)
+        cap = self.trials.parallelism or max(1, self._workers)
+        return max(0, min(cap, unfinished))
 
     def _fill(self) -> None:
         """Suggest and send trials until every slot is taken or ``max_evals`` is reached.
@@ -163,7 +182,8 @@ class SuggestionLoop:
         if self.timeout is not None and self._stop_reason() is None:
             timeout = min(timeout, max(0.0, self._started + self.timeout - time.monotonic()))
         self._subscription.wait(timeout)
-        if time.monotonic() >= self._next_sweep:
+        if self._subscription.pool_changed or time.monotonic() >= self._next_sweep:
+            self._subscription.pool_changed = False
             self._sweep()
         if self.trials.sync():
             self._check_early_stop()
@@ -185,6 +205,8 @@ class SuggestionLoop:
         self._audit_queue()
         self.session.check_local_workers()
         self._workers = max(self.session.local_workers, self.session.alive_workers())
+        self._seats = self._share.seats(demand=self._demand(), workers=self._workers,
+                                        usage_s=self.trials.usage_s(since=self._share.joined_at))
         if self._workers == 0 and self.trials.in_flight and time.monotonic() > self._next_warning:
             self._next_warning = time.monotonic() + NO_WORKER_WARNING_S
             log.warning("no live worker consumes queue %s; start one with `python -m workers "

@@ -48,6 +48,8 @@ class DistributedTrials(base.Trials):
         the trial recorded as ``timeout`` (default ``TUNER_TRIAL_TIMEOUT_S``, none).
     :param trial_soft_timeout: seconds after which the objective gets
         :class:`~broker.errors.SoftTimeLimitExceeded`, to save a checkpoint.
+    :param weight: this experiment's share of a worker pool it shares with others
+        (default 1; see :mod:`tuner.fair_share`).
     """
 
     asynchronous = True
@@ -62,10 +64,12 @@ class DistributedTrials(base.Trials):
         local_workers: int | None = None,
         trial_timeout: float | None = None,
         trial_soft_timeout: float | None = None,
+        weight: float | None = None,
     ) -> None:
         self.settings = (Settings.from_env() if settings is None else settings).replace(
             **{k: v for k, v in (("trial_timeout_s", trial_timeout),
-                                 ("trial_soft_timeout_s", trial_soft_timeout))
+                                 ("trial_soft_timeout_s", trial_soft_timeout),
+                                 ("weight", weight))
                if v is not None})
         self.experiment_name = experiment or self.settings.experiment or _default_name()
         self.parallelism = parallelism if parallelism is not None else self.settings.parallelism
@@ -194,6 +198,17 @@ class DistributedTrials(base.Trials):
 
     def counts(self) -> dict[TrialState, int]:
         return dict(self._counts)
+
+    def usage_s(self, *, since: float) -> float:
+        """Worker seconds this experiment's trials used since ``since`` (epoch seconds):
+        finished runs that started then, plus the time running ones have run so far."""
+        now = time.time()
+        finished = sum(d.get("duration_s") or 0.0 for d in self._by_tid.values()
+                       if (d.get("started_at") or 0) >= since and state_of(d).is_finished)
+        running = sum(now - max(since, d.get("started_at") or now)
+                      for t in self._unfinished
+                      if (d := self._by_tid[t])["state"] == base.JOB_STATE_RUNNING)
+        return finished + running
 
     def doc(self, tid: int) -> dict[str, Any]:
         """The local copy of trial ``tid``'s document."""
