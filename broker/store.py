@@ -51,6 +51,8 @@ class WorkerIdentity:
     pid: int
     gpu: str | None = None
     queue: str | None = None
+    slots: int = 1
+    """Trials the worker runs at once (its Celery concurrency)."""
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,8 @@ class TrialStore:
         self.workers.update_one(
             {"_id": worker.name},
             {"$set": {"host": worker.host, "pid": worker.pid, "gpu": worker.gpu,
-                      "queue": worker.queue, "heartbeat_at": now, **fields},
+                      "queue": worker.queue, "slots": worker.slots, "heartbeat_at": now,
+                      **fields},
              "$setOnInsert": {"started_at": now}},
             upsert=True,
         )

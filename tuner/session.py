@@ -53,8 +53,10 @@ class Session:
             return None
 
     def alive_workers(self) -> int:
-        return len(self.store.alive_workers(self.settings.queue, now=time.time(),
-                                            lease_s=self.settings.lease_s))
+        """Trial slots of the live workers on the queue (a worker with concurrency 16
+        counts 16)."""
+        return sum(int(w.get("slots") or 1) for w in self.store.alive_workers(
+            self.settings.queue, now=time.time(), lease_s=self.settings.lease_s))
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     context.configure(settings)
     app = create_app(settings)
     tasks.register(app)
-    presence.install(app, settings, name)
+    presence.install(app, settings, name, slots=args.concurrency)
     app.worker_main([
         "worker", "--queues", args.queues or settings.queue, "--concurrency",
         str(args.concurrency), "--hostname", name, "--loglevel", args.loglevel,

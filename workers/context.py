@@ -50,9 +50,9 @@ def configure(settings: Settings) -> None:
     _settings = settings
 
 
-def identity(name: str, settings: Settings) -> WorkerIdentity:
+def identity(name: str, settings: Settings, slots: int = 1) -> WorkerIdentity:
     return WorkerIdentity(name=name, host=socket.gethostname(), pid=os.getpid(),
-                          gpu=settings.gpu, queue=settings.queue)
+                          gpu=settings.gpu, queue=settings.queue, slots=slots)
 
 
 def initialised() -> bool:

@@ -18,13 +18,13 @@ from workers.context import identity
 log = logging.getLogger(__name__)
 
 
-def install(app: Celery, settings: Settings, worker_name: str) -> None:
+def install(app: Celery, settings: Settings, worker_name: str, slots: int = 1) -> None:
     """Heartbeat from the worker's main process from ``worker_ready`` to shutdown."""
     stop = threading.Event()
 
     @signals.worker_ready.connect(weak=False)
     def _start(**_: object) -> None:
-        thread = threading.Thread(target=_beat, args=(settings, worker_name, stop),
+        thread = threading.Thread(target=_beat, args=(settings, worker_name, slots, stop),
                                   name="presence", daemon=True)
         thread.start()
         context.current(worker_name).runners.prewarm()
@@ -46,8 +46,8 @@ def install(app: Celery, settings: Settings, worker_name: str) -> None:
             context.current(worker_name).runners.close()
 
 
-def _beat(settings: Settings, worker_name: str, stop: threading.Event) -> None:
-    me = identity(worker_name, settings)
+def _beat(settings: Settings, worker_name: str, slots: int, stop: threading.Event) -> None:
+    me = identity(worker_name, settings, slots)
     store = None
     while not stop.is_set():
         try:
