@@ -105,6 +105,39 @@ def prefill(settings: Settings, store: TrialStore, name: str, n: int) -> None:
         store.insert_trials([base.SONify(d) for d in docs[start:start + 1000]])
 
 
+def suggestion_overhead(settings: Settings, store: TrialStore, algo: Any,
+                        history: int, n: int = 40) -> tuple[float, float]:
+    """Per suggestion, in ms: the algorithm's own time, and the tuner's bookkeeping around
+    it (reserve an id, store and index the trial, re-read what is in flight), with
+    ``history`` finished trials in the experiment."""
+    from tuner.session import open_session
+    from tuner.trials import DistributedTrials
+
+    name = f"overhead-{history}"
+    prefill(settings, store, name, history)
+    trials = DistributedTrials(name, settings=settings)
+    expr = space_codec.validate({**SPACE, "sleep": 1.0})
+    domain = base.Domain(bench_objective.objective, expr)
+    with open_session(settings) as session:
+        trials.session = session
+        trials.experiment = store.experiment_by_name(name)
+        trials._exp_key = trials.experiment["_id"]
+        trials.load_all()
+        algo_s = total_s = 0.0
+        for i in range(n):
+            started = time.perf_counter()
+            ids = trials.new_trial_ids(1)
+            t0 = time.perf_counter()
+            docs = algo(ids, domain, trials, i)
+            algo_s += time.perf_counter() - t0
+            trials.insert_trial_docs(docs)
+            trials.sync()
+            trials.counts()
+            total_s += time.perf_counter() - started
+        trials.session = None
+    return 1000 * algo_s / n, 1000 * (total_s - algo_s) / n
+
+
 def shared_split(settings: Settings, store: TrialStore, trials: int, algo: Any) -> float:
     names = {1: "share-light", 3: "share-heavy"}
     threads = [threading.Thread(target=hyper_tune, args=(
@@ -136,6 +169,7 @@ def main() -> None:
     algo = algorithm(args.algo)
     print(f"algorithm: {getattr(algo, '__module__', '')}.{getattr(algo, '__name__', algo)}")
 
+    overhead_rows = []
     with tempfile.TemporaryDirectory(prefix="tuner-scale-") as tmp:
         state = Path(tmp)
         services = LocalServices(state)
@@ -145,6 +179,12 @@ def main() -> None:
                             mongo_db="scale", progress=False, heartbeat_s=1.0, lease_s=10.0)
         store = connect(settings)
         try:
+            for history in (100, 1000, args.history):
+                algo_ms, overhead_ms = suggestion_overhead(settings, store, algo, history)
+                overhead_rows.append((history, algo_ms, overhead_ms))
+                print(f"{history:>6} finished trials: algorithm {algo_ms:.1f} ms, tuner "
+                      f"overhead {overhead_ms:.1f} ms per suggestion "
+                      f"({100 * overhead_ms / algo_ms:.0f} % of the algorithm)")
             command = f"python -m workers --concurrency {THREADS} --loglevel warning"
             with LocalWorkers(settings, count=PROCESSES, command=command):
                 while sum(w.get("slots", 1) for w in store.alive_workers(
