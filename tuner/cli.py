@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -158,7 +159,7 @@ def _experiments_show(args: argparse.Namespace) -> int:
             return 0
         table = Table(title=f"Experiment {doc['name']}", show_header=False)
         for key, value in report.flatten(details).items():
-            table.add_row(key, _text(value))
+            table.add_row(key, _text(value, key))
         console.print(table)
         return 0
     return _with_store(args, use)
@@ -187,13 +188,16 @@ def _emit(rows: list[dict[str, Any]], fmt: str, *, title: str) -> None:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(_text(row.get(c)) for c in columns))
+            table.add_row(*(_text(row.get(c), c) for c in columns))
         console.print(table)
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, key: str = "") -> str:
+    """A table cell: times (``*_at``, seconds since the epoch) as local date and time."""
     if value is None:
         return ""
+    if isinstance(value, float) and key.endswith("_at"):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
