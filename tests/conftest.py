@@ -4,7 +4,7 @@
   server, via the project's own local-default launcher.
 * ``workers``: two real ``python -m workers`` processes on the default queue, running
   code from ``tests/workspace``. Tests that kill workers start their own pool on a
-  queue of their own (``worker_pools``), so the shared pool stays intact.
+  queue of their own (``own_pool``), so the shared pool stays intact.
 
 Set ``TUNER_TEST_MONGO_URL`` to run the MongoDB contract test against a real MongoDB.
 """
@@ -12,7 +12,7 @@ Set ``TUNER_TEST_MONGO_URL`` to run the MongoDB contract test against a real Mon
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from broker.services import LocalServices
 from broker.settings import Settings
 from broker.store import TrialStore, connect
-from tests.helpers import WORKSPACE, WorkerPool
+from tests.helpers import WORKSPACE, WorkerPool, unique
 
 sys.path.insert(0, str(WORKSPACE))
 
@@ -64,9 +64,18 @@ def workers(settings: Settings, store: TrialStore) -> Iterator[WorkerPool]:
 
 
 @pytest.fixture
-def worker_pools(settings: Settings, store: TrialStore) -> Iterator[list[WorkerPool]]:
-    """Start dedicated pools with ``WorkerPool(...)``; appended ones stop at test end."""
+def own_pool(settings: Settings, store: TrialStore) -> Iterator[Callable[..., WorkerPool]]:
+    """``own_pool(prefix, count=2, settings=None)``: started workers on a queue of their
+    own (so a test may kill them), stopped when the test ends."""
     pools: list[WorkerPool] = []
-    yield pools
+
+    def start(prefix: str, count: int = 2, settings_: Settings | None = None) -> WorkerPool:
+        pool = WorkerPool(settings_ or settings, store, machine_type=unique(prefix),
+                          prefix=prefix)
+        pools.append(pool)
+        pool.start(count)
+        return pool
+
+    yield start
     for pool in pools:
         pool.stop()

@@ -9,7 +9,7 @@ import objectives
 from hyperopt import hp, rand
 
 from sdk import hyper_tune
-from tests.helpers import WorkerPool, unique, wait_for
+from tests.helpers import unique, wait_for
 from tuner.fair_share import Claim, allocate
 
 
@@ -27,10 +27,8 @@ def test_allocation_follows_weights_demand_and_who_is_least_served():
 
 
 def test_weights_split_a_shared_pool_and_a_newcomer_gets_a_worker(settings, store,
-                                                                   worker_pools, tmp_path):
-    pool = WorkerPool(settings, store, machine_type=unique("share"), prefix="share")
-    worker_pools.append(pool)
-    pool.start(4)
+                                                                   own_pool, tmp_path):
+    pool = own_pool("share", count=4)
     trial_s = 1.0
     names = {"light": unique("light"), "heavy": unique("heavy"), "late": unique("late")}
     results: dict[str, dict] = {}

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hyperopt import hp
 
 from broker import space
-from tests.helpers import REPO, WORKSPACE, wait_for
+from tests.helpers import REPO, WORKSPACE, process_alive, wait_for
 from workers.runner import Runner, RunnerPool
 
 
@@ -22,14 +21,6 @@ def load_request(function: str, search_space) -> dict:
     return {"objective": {"kind": "module", "module": "objectives", "qualname": function,
                           "root": ".", "sha256": None},
             "space": encoded, "space_fingerprint": space.fingerprint(encoded)}
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -58,7 +49,7 @@ def test_trials_of_one_experiment_share_one_process_and_output_is_captured(runne
     assert outcome.kind == "done"
     log = (tmp_path / "chatty.log").read_text()
     assert "from python print" in log and "from fd 1" in log and "from fd 2" in log
-    assert not alive(int(pids.pop()))  # the other experiment's process was replaced
+    assert not process_alive(int(pids.pop()))  # the other experiment's process was replaced
 
 
 def test_a_trial_that_kills_its_own_process_is_reported_as_died(runner, tmp_path):
@@ -81,7 +72,7 @@ def test_stopping_kills_the_whole_process_group(runner, tmp_path):
     assert outcome.kind == "stopped" and outcome.reason == "cancel"
     assert time.monotonic() - started < 30
     trial_pid, grandchild_pid = map(int, pids.read_text().split())
-    wait_for(lambda: not alive(trial_pid) and not alive(grandchild_pid), timeout=5,
+    wait_for(lambda: not process_alive(trial_pid) and not process_alive(grandchild_pid), timeout=5,
              message="the trial process and its child to be gone")
 
 
@@ -111,7 +102,7 @@ runner.run("exp", load_request("spawn_and_sleep", {{"pids": {str(pids)!r}}}), {{
     trial_pid, grandchild_pid = map(int, pids.read_text().split())
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    wait_for(lambda: not alive(trial_pid) and not alive(grandchild_pid), timeout=10,
+    wait_for(lambda: not process_alive(trial_pid) and not process_alive(grandchild_pid), timeout=10,
              message="the orphaned trial process and its child to be killed")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import objectives
 import pytest
@@ -12,17 +11,9 @@ from hyperopt import hp, rand
 from broker.errors import ConfigError
 from broker.trial_doc import TrialState, flat_vals, state_of
 from sdk import hyper_tune
-from tests.helpers import WorkerPool, unique, wait_for
+from tests.helpers import process_alive, unique, wait_for
 
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_the_hard_limit_kills_the_trial_and_its_children(settings, store, tmp_path):
@@ -42,7 +33,7 @@ def test_the_hard_limit_kills_the_trial_and_its_children(settings, store, tmp_pa
         assert doc["attempt"] == 1  # not re-queued
     all_pids = [int(p) for p in pids.read_text().split()]
     assert len(all_pids) == 3  # two trial processes and one child of the second
-    wait_for(lambda: not any(alive(p) for p in all_pids), timeout=10,
+    wait_for(lambda: not any(process_alive(p) for p in all_pids), timeout=10,
              message="every process of the killed trials to be gone")
     assert result["trials"]["timeout"] == 2 and result["best"] is None
 
@@ -69,13 +60,11 @@ def test_a_visibility_timeout_shorter_than_the_trial_limit_is_refused(settings, 
 
 
 def test_a_redelivered_message_finds_the_trial_leased_and_does_nothing(settings, store,
-                                                                       worker_pools, tmp_path):
+                                                                       own_pool, tmp_path):
     # deliberately misconfigured: Redis hands the message of a 6 s trial to another
     # worker after 1 s
     misconfigured = settings.replace(visibility_timeout_s=1.0, force_visibility_timeout=True)
-    pool = WorkerPool(misconfigured, store, machine_type=unique("vis"), prefix="vis")
-    worker_pools.append(pool)
-    pool.start(2)
+    pool = own_pool("vis", settings_=misconfigured)
     runs = tmp_path / "runs.log"
     result = hyper_tune(objectives.logged, {"x": hp.uniform("x", -1, 1), "log": str(runs),
                                             "sleep": 6.0},
@@ -89,10 +78,8 @@ def test_a_redelivered_message_finds_the_trial_leased_and_does_nothing(settings,
 
 
 def test_trials_queued_behind_a_long_one_are_not_held_or_duplicated(settings, store,
-                                                                     worker_pools, tmp_path):
-    pool = WorkerPool(settings, store, machine_type=unique("long"), prefix="long")
-    worker_pools.append(pool)
-    pool.start(2)
+                                                                     own_pool, tmp_path):
+    pool = own_pool("long")
     runs = tmp_path / "runs.log"
     points = [{"x": 0.9, "sleep": 0}] + [{"x": i / 10, "sleep": 1} for i in range(6)]
     space = {"x": hp.uniform("x", -1, 1), "log": str(runs),

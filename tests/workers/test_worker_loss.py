@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -12,23 +11,12 @@ from hyperopt import hp, rand
 
 from broker.trial_doc import TrialState, flat_vals, state_of
 from sdk import hyper_tune
-from tests.helpers import WorkerPool, unique, wait_for
+from tests.helpers import process_alive, unique, wait_for
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = open(f"/proc/{pid}/stat").read()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_sigkill_of_a_worker_mid_trial_reruns_it_elsewhere(settings, store, worker_pools,
+def test_sigkill_of_a_worker_mid_trial_reruns_it_elsewhere(settings, store, own_pool,
                                                              tmp_path):
-    pool = WorkerPool(settings, store, machine_type=unique("kill"), prefix="kill")
-    worker_pools.append(pool)
-    pool.start(2)
+    pool = own_pool("kill")
     runs = tmp_path / "runs.log"
     name = unique("killed")
     outcome: dict = {}
@@ -72,7 +60,7 @@ def test_sigkill_of_a_worker_mid_trial_reruns_it_elsewhere(settings, store, work
     assert rerun["started_at"] - killed_at < settings.lease_s + 2 * settings.heartbeat_s + 5
     # the killed worker's trial process (first run of the killed point) did not outlive it
     victim_pid = next(int(pid) for x, pid in runs_of if float(x) == killed_x)
-    assert not _pid_alive(victim_pid)
+    assert not process_alive(victim_pid)
 
 
 def test_a_trial_whose_process_dies_is_rerun_and_counted(settings, store, workers, tmp_path):
@@ -104,11 +92,9 @@ def test_a_poison_trial_fails_after_the_cap_and_the_experiment_goes_on(settings,
     assert [state_of(d) for d in docs[1:]] == [TrialState.OK] * 3
 
 
-def test_sigterm_hands_the_running_trial_back_at_once(settings, store, worker_pools, tmp_path):
-    slow_lease = settings.replace(lease_s=60.0)  # without a hand-back, a re-run waits 60 s
-    pool = WorkerPool(slow_lease, store, machine_type=unique("term"), prefix="term")
-    worker_pools.append(pool)
-    pool.start(2)
+def test_sigterm_hands_the_running_trial_back_at_once(settings, store, own_pool, tmp_path):
+    # without a hand-back, a re-run would wait for the 60 s lease to expire
+    pool = own_pool("term", settings_=settings.replace(lease_s=60.0))
     runs = tmp_path / "runs.log"
     name = unique("term")
     outcome: dict = {}
