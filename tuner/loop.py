@@ -5,10 +5,12 @@ with an event-driven one: whenever a slot frees up it asks the algorithm for a p
 stores it and sends it; then it sleeps until a worker announces a change (Redis
 pub/sub) or the sweep interval passes, and re-reads only the unfinished trials.
 
-Every sweep it also re-queues trials whose worker died (expired lease) and re-reads
-how many workers serve the queue. Stopping (``max_evals`` reached, ``timeout``,
-``loss_threshold``, ``early_stop_fn``) cancels queued trials; a timeout or an
-interrupt also stops running ones, otherwise they are waited for.
+Every sweep (one heartbeat) it also re-queues trials whose worker died (expired lease),
+re-sends queued trials whose message was lost, and re-reads how many worker slots serve
+the queue and this experiment's share of them (:mod:`tuner.fair_share`). A MongoDB
+outage is waited out (:mod:`tuner.outage`). Stopping (``max_evals`` reached,
+``timeout``, ``loss_threshold``, ``early_stop_fn``) cancels queued trials; a timeout or
+an interrupt also stops running ones, otherwise they are waited for.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ NO_WORKER_WARNING_S = 30.0
 
 
 class SuggestionLoop:
+    """One experiment's loop; :meth:`run` returns why it stopped."""
+
     def __init__(
         self,
         *,
