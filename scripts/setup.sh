@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create ./.venv if it is missing and install the project with its test and example extras.
+# Create ./.venv if it is missing and install the project with its test, example and
+# benchmark extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -7,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,examples]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,examples,bench]"

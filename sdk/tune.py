@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hyperopt import base, fmin, space_eval, tpe
+from hyperopt import base, fmin, space_eval
 
 from broker import objective
 from broker.settings import Settings
+from tuner import tpe as tuner_tpe
 from tuner.trials import DistributedTrials
 
 
@@ -38,7 +39,9 @@ def hyper_tune(
         ``status`` (Hyperopt's convention). Runs on the workers, which find it by
         re-running the calling script from their copy of the workspace.
     :param hparam_def: any Hyperopt search space (nested ``hp.choice`` included).
-    :param algo: a Hyperopt ``suggest`` function; default ``tpe.suggest``.
+    :param algo: a Hyperopt ``suggest`` function; default this project's TPE
+        (:mod:`tuner.tpe`: faster, pending-aware, better on Hyperopt's own spaces than
+        ``hyperopt.tpe.suggest``, which remains a valid choice).
     :param max_evals: total trials of the experiment, earlier runs under the same name
         included; ``TUNER_MAX_EVALS`` (``--max-evals``) overrides it.
     :param func: the search driver; default ``hyperopt.fmin``.
@@ -68,7 +71,8 @@ def hyper_tune(
         trial_timeout=trial_timeout, trial_soft_timeout=trial_soft_timeout, weight=weight,
     )
     try:
-        argmin = func(train_model, hparam_def, algo=algo or tpe.suggest, max_evals=max_evals,
+        argmin = func(train_model, hparam_def, algo=algo or tuner_tpe.suggest,
+                      max_evals=max_evals,
                       trials=trials, **fmin_kwargs)
     except base.AllTrialsFailed:
         argmin = None

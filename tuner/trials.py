@@ -260,7 +260,7 @@ class DistributedTrials(base.Trials):
         expr = space_codec.validate(space)
         self.settings.check_time_limits()
         if algo is None:
-            from hyperopt import tpe
+            from tuner import tpe
 
             algo = tpe.suggest
         spec = spec_module.build(fn, expr, self.settings.workspace, call_index, limits={

@@ -10,7 +10,7 @@ and a nested choice of architecture.
 
 from math import log
 
-from hyperopt import hp, tpe
+from hyperopt import hp
 from hyperopt.pyll import scope
 from model import train_model
 
@@ -34,6 +34,6 @@ space = {
 }
 
 if __name__ == "__main__":
-    result = hyper_tune(train_model, space, algo=tpe.suggest, max_evals=50)
+    result = hyper_tune(train_model, space, max_evals=50)  # TPE: tuner.tpe by default
     if result["best"] is not None:
         print(f"best validation accuracy {1 - result['best_loss']:.4f}")

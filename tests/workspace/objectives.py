@@ -124,3 +124,23 @@ def checkpointing(params):
         with open(params["checkpoint"], "w") as f:
             f.write("saved")
         raise
+
+
+def conditional(params):
+    """A conditional space: branch "a" bottoms out at 1.0, branch "b" at 0.0."""
+    time.sleep(params.get("sleep", 0.0))
+    branch = params["branch"]
+    if branch["kind"] == "a":
+        return 1.0 + (branch["x"] - 0.5) ** 2
+    return (branch["y"] - 2.0) ** 2 / 10 + 0.01 * abs(branch["n"] - 3)
+
+
+def cluster_trial(params):
+    """Print where the trial runs (for the per-trial logs), sleep, return a quadratic."""
+    import socket
+
+    print(f"cluster trial x={params['x']!r} on {socket.gethostname()} "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}", flush=True)
+    time.sleep(params.get("sleep", 0.0))
+    print("cluster trial done", flush=True)
+    return (params["x"] - 1.0) ** 2
