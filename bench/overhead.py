@@ -13,7 +13,8 @@ MongoTrials needs a PyMongo 4 compatibility shim to run at all (see
 the fastest configuration we found (poll 0.1 s, no subprocess per job).
 
 The last line: ``utilisation=<%> p50_gap_ms=<ms> throughput_ratio_vs_mongotrials=<x>``
-(our TPE utilisation; throughput ratio against the *tuned* MongoTrials).
+(our TPE's utilisation (``tuner.tpe``, the default); throughput ratio against the *tuned*
+MongoTrials). Rows marked "hyperopt tpe" run Hyperopt's own TPE through this system.
 
     python bench/overhead.py            # everything (about 8 minutes)
     python bench/overhead.py --quick    # skips MongoTrials with default settings
@@ -22,9 +23,13 @@ The last line: ``utilisation=<%> p50_gap_ms=<ms> throughput_ratio_vs_mongotrials
 from __future__ import annotations
 
 import argparse
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ from broker.services import LocalServices  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store import connect  # noqa: E402
 from sdk import hyper_tune  # noqa: E402
+from tuner import tpe as ours_tpe  # noqa: E402
 from tuner.local import LocalWorkers  # noqa: E402
 
 SPACE = {"x": hp.uniform("x", -5, 5), "y": hp.loguniform("y", -3, 0)}
@@ -99,31 +105,57 @@ def main() -> None:
             settings = Settings(broker_url=connection.broker_url, mongo_url=connection.mongo_url,
                                 secret=connection.secret, state_dir=state, workspace=WORKSPACE,
                                 mongo_db="bench", progress=False)
-            mongo = connection.mongo_url
             with LocalWorkers(settings, count=N_WORKERS):
                 wait_for_workers(settings)
-                for label, algo in (("rand", rand.suggest), ("tpe", tpe.suggest)):
+                for label, algo in (("rand", rand.suggest), ("tpe", ours_tpe.suggest),
+                                    ("hyperopt tpe", tpe.suggest)):
                     rows[f"ours, {label}, no-op"] = describe(run_ours(
                         settings, n_trials=args.noop_trials, sleep_s=0.0, algo=algo,
-                        name=f"noop-{label}"))
+                        name=f"noop-{label.replace(' ', '-')}"))
                     rows[f"ours, {label}, 0.2 s"] = describe(run_ours(
                         settings, n_trials=args.sleep_trials, sleep_s=0.2, algo=algo,
-                        name=f"sleep-{label}"))
+                        name=f"sleep-{label.replace(' ', '-')}"))
                 strict = settings.replace(queue_ahead=0)
                 rows["ours, tpe, 0.2 s, queue_ahead=0"] = describe(run_ours(
-                    strict, n_trials=args.sleep_trials, sleep_s=0.2, algo=tpe.suggest,
+                    strict, n_trials=args.sleep_trials, sleep_s=0.2, algo=ours_tpe.suggest,
                     name="sleep-tpe-strict"))
             configs = [("tuned", True)] + ([] if args.quick else [("defaults", False)])
-            for label, tuned in configs:
-                rows[f"MongoTrials {label}, rand, no-op"] = describe(run_mongotrials(
-                    mongo, n_trials=args.noop_trials, sleep_s=0.0, tuned=tuned, algo="rand",
-                    workdir=state / f"mt-{label}-noop", seed=0))
-                rows[f"MongoTrials {label}, tpe, 0.2 s"] = describe(run_mongotrials(
-                    mongo, n_trials=args.sleep_trials, sleep_s=0.2, tuned=tuned, algo="tpe",
-                    workdir=state / f"mt-{label}-sleep", seed=0))
+            with plain_nx(state / "nx") as mongo:
+                for label, tuned in configs:
+                    rows[f"MongoTrials {label}, rand, no-op"] = describe(run_mongotrials(
+                        mongo, n_trials=args.noop_trials, sleep_s=0.0, tuned=tuned,
+                        algo="rand", workdir=state / f"mt-{label}-noop", seed=0))
+                    rows[f"MongoTrials {label}, tpe, 0.2 s"] = describe(run_mongotrials(
+                        mongo, n_trials=args.sleep_trials, sleep_s=0.2, tuned=tuned,
+                        algo="tpe", workdir=state / f"mt-{label}-sleep", seed=0))
         finally:
             services.down()
     report(rows)
+
+
+@contextmanager
+def plain_nx(data_dir: Path) -> Iterator[str]:
+    """nx-27017 without our password gate, for MongoTrials: Hyperopt authenticates with
+    PyMongo 3 calls that PyMongo 4 removed, so it gets the same server, unauthenticated."""
+    data_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from nx_27017.nx_27017 import main; main()", "--data-dir",
+         str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--log-file",
+         str(data_dir / "log"), "--pid-file", str(data_dir / "pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("nx-27017 did not start")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def wait_for_workers(settings: Settings, timeout_s: float = 60.0) -> None:
