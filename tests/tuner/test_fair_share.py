@@ -43,11 +43,13 @@ def test_weights_split_a_shared_pool_and_a_newcomer_gets_a_worker(settings, stor
         thread.start()
         return thread
 
-    threads = [tune("light", 1, 20), tune("heavy", 3, 60)]
+    # a long enough middle (~18 worker-seconds for light) that one trial more or less
+    # on a loaded machine moves the ratio by ~5 %, not by the whole tolerance
+    threads = [tune("light", 1, 30), tune("heavy", 3, 90)]
     heavy = wait_for(lambda: store.experiment_by_name(names["heavy"]), message="heavy")
     wait_for(lambda: store.count_by_state(heavy["_id"]) and sum(
-        n for s, n in store.count_by_state(heavy["_id"]).items() if s.is_finished) >= 30,
-        timeout=120, message="half of the heavy experiment")
+        n for s, n in store.count_by_state(heavy["_id"]).items() if s.is_finished) >= 60,
+        timeout=180, message="two thirds of the heavy experiment")
     joined = time.time()
     threads.append(tune("late", 1, 2))
     late = wait_for(lambda: store.experiment_by_name(names["late"]), message="late")
@@ -64,10 +66,21 @@ def test_weights_split_a_shared_pool_and_a_newcomer_gets_a_worker(settings, stor
         results[key]["experiment_id"])] for key in ("light", "heavy")}
     lo = max(min(s for s, _ in spans[k]) for k in spans) + 2 * trial_s
     hi = joined - trial_s / 2
-    assert hi - lo > 4 * trial_s
+    assert hi - lo > 8 * trial_s
 
     def busy(key: str) -> float:
         return sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in spans[key])
 
     ratio = busy("heavy") / busy("light")
-    assert 3 * 0.9 <= ratio <= 3 * 1.1, ratio
+    assert 3 * 0.9 <= ratio <= 3 * 1.1, (ratio, {k: refill_gaps(store, results[k])
+                                                 for k in ("light", "heavy")})
+
+
+def refill_gaps(store, result: dict) -> dict[str, float]:
+    """How long the experiment's tuner took to send a trial after one of its trials
+    ended (mean, max): a split off 1:3 with one slow tuner shows here."""
+    docs = store.find_trials(result["experiment_id"])
+    queued = sorted(d["queued_at"] for d in docs)
+    gaps = [next(q for q in queued if q >= d["ended_at"]) - d["ended_at"]
+            for d in docs if any(q >= d["ended_at"] for q in queued)]
+    return {"mean": sum(gaps) / max(1, len(gaps)), "max": max(gaps, default=0.0)}
