@@ -9,6 +9,8 @@ works around (and so does not rely on):
 * ``$push`` of a sub-document stores it as a JSON string: the store rewrites lists with
   ``$set`` under a fencing condition instead.
 * datetimes may come back as ISO strings: the store keeps times as float seconds.
+* a query on other fields scans the whole collection even when an index covers it:
+  single trials are addressed by a string ``_id`` (``broker.store.trial_id``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ def test_unique_compound_index_rejects_duplicates(coll):
     with pytest.raises(DuplicateKeyError):
         coll.insert_one({"exp_key": "e", "tid": 1})
     assert coll.count_documents({}) == 3
+
+
+def test_string_ids_address_single_documents_with_conditions(coll):
+    coll.insert_many([{"_id": f"e:{t}", "exp_key": "e", "tid": t, "state": 0}
+                      for t in range(5)])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": "e:3", "exp_key": "e", "tid": 3})
+    assert coll.find_one_and_update({"_id": "e:2", "state": 1}, {"$set": {"state": 2}}) is None
+    before = coll.find_one_and_update({"_id": "e:2", "state": 0}, {"$set": {"state": 1}})
+    assert (before["tid"], before["state"]) == (2, 0)
+    assert coll.update_one({"_id": "e:9", "state": 0}, {"$set": {"x": 1}}).matched_count == 0
+    found = coll.find({"_id": {"$in": ["e:4", "e:1", "e:7"]}, "state": 0}, {"_id": 0})
+    assert [d["tid"] for d in found.sort("tid", 1)] == [1, 4]
 
 
 def test_conditional_find_one_and_update_is_atomic_across_clients(coll, settings):

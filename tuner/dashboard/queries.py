@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.store import TrialStore
+from broker.store import TrialStore, trial_id
 from broker.trial_doc import EXP_KEY, TID, TrialState
 
 MAX_PAGE = 200
@@ -144,7 +144,7 @@ def trial_page(
 
 
 def trial(store: TrialStore, exp_id: str, tid: int) -> dict[str, Any] | None:
-    doc = store.trials.find_one({EXP_KEY: exp_id, TID: tid}, DETAIL_EXCLUDE)
+    doc = store.trials.find_one({"_id": trial_id(exp_id, tid)}, DETAIL_EXCLUDE)
     return None if doc is None else nest(doc)
 
 
@@ -163,8 +163,8 @@ def index_tids(store: TrialStore, exp_id: str, tids: list[int]) -> list[dict[str
     """The trials ``tids`` (those that were unfinished when last read)."""
     if not tids:
         return []
-    return [nest(d) for d in store.trials.find({EXP_KEY: exp_id, TID: {"$in": tids}},
-                                               INDEX_PROJECTION)]
+    keys = [trial_id(exp_id, tid) for tid in tids]
+    return [nest(d) for d in store.trials.find({"_id": {"$in": keys}}, INDEX_PROJECTION)]
 
 
 def workers(store: TrialStore, queue: str | None) -> list[dict[str, Any]]:
