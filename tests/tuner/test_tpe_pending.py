@@ -145,3 +145,27 @@ def test_deduper_metric():
     d.add(np.array([[1.0, 4.0, 50.0, math.log(10.0)]]))
     assert d.is_duplicate(np.array([1.0, 4.0, 50.2, math.log(10.0)]))
     assert not d.is_duplicate(np.array([1.0, 6.0, 50.0, math.log(10.0)]))  # quantized: equal only
+
+
+def test_deduper_agrees_with_comparing_every_known_point():
+    """The sorted lookup finds exactly what a scan of every known point finds, across
+    patterns of active parameters, points added one by one, and merges."""
+    space = extract_expr({"x": hp.uniform("x", 0, 1), "y": hp.loguniform("y", 0, 5),
+                          "c": hp.choice("c", [0, {"q": hp.quniform("q", 0, 10, 2)}])})
+    rng = np.random.default_rng(3)
+
+    def points(n: int) -> np.ndarray:
+        c = rng.integers(0, 2, n).astype(float)
+        q = np.where(c == 1, rng.integers(0, 6, n) * 2.0, np.nan)
+        return np.column_stack([c, q, rng.uniform(0, 1, n).round(2), rng.uniform(0, 5, n)])
+
+    known = points(700)
+    d = Deduper(space, known[:400], 0.01)
+    for row in known[400:]:
+        d.add(row[None, :])
+    scale = np.array([1.0, 1.0, 1.0, 1.0])
+    tol = np.array([1e-9, 1e-9, 0.01, 0.01])
+    for x in np.vstack([points(300), known[::50] + [0, 0, 0.004, 0.004]]):
+        same = (np.isnan(known) == np.isnan(x)).all(axis=1)
+        diff = np.abs(np.nan_to_num(known[same] / scale) - np.nan_to_num(x / scale))
+        assert d.is_duplicate(x) == bool((diff <= tol).all(axis=1).any()), x

@@ -71,6 +71,11 @@ thousandth of a linear range, a 0.1 % relative difference on a log scale."""
 class Deduper:
     """Says whether a point is (nearly) one already finished or pending.
 
+    Points are kept per pattern of active parameters, sorted on one parameter, so a
+    lookup reads only the few points within tolerance on that parameter instead of
+    the whole history (it runs once per candidate, and with many trials in flight a
+    suggestion may try dozens of candidates).
+
     :param space: the space, for each parameter's metric.
     :param rows: (n, n_params) known points, internal coordinates, NaN = inactive.
     :param distance: the tolerance (see :data:`DEFAULT_DEDUPE_DISTANCE`).
@@ -78,27 +83,69 @@ class Deduper:
 
     def __init__(self, space: Space, rows: np.ndarray, distance: float) -> None:
         params = space.params
-        self._space = space
         self._scale = np.array([1.0 if (p.categorical or p.log) else p.span for p in params],
                                dtype=float)
-        exact = np.array([p.categorical or p.q is not None for p in params], dtype=bool)
-        self._tol = np.where(exact, 1e-9, distance)
-        self._rows = np.empty((0, len(params)))
-        self._active = np.empty((0, len(params)), dtype=bool)
+        self._exact = np.array([p.categorical or p.q is not None for p in params], dtype=bool)
+        self._tol = np.where(self._exact, 1e-9, distance)
+        self._buckets: dict[bytes, _Bucket] = {}
         self.add(rows)
 
     def add(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=float)  # (n, n_params)
-        self._rows = np.vstack([self._rows, np.nan_to_num(rows / self._scale, nan=0.0)])
-        self._active = np.vstack([self._active, ~np.isnan(rows)])
+        rows = np.atleast_2d(np.asarray(rows, dtype=float))  # (n, n_params)
+        if not rows.size:
+            return
+        active = ~np.isnan(rows)
+        scaled = np.nan_to_num(rows / self._scale, nan=0.0)
+        packed = np.packbits(active, axis=1)
+        codes = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+        _, first, which = np.unique(codes, return_index=True, return_inverse=True)
+        for i, row in enumerate(first):
+            pattern = active[row]
+            key = pattern.tobytes()
+            if key not in self._buckets:
+                self._buckets[key] = _Bucket(self._sort_column(pattern), self._tol)
+            self._buckets[key].add(scaled[which.ravel() == i])
 
     def is_duplicate(self, x: np.ndarray) -> bool:
-        if not len(self._rows):
-            return False
-        active = ~np.isnan(x)
-        same_pattern = (self._active == active).all(axis=1)
-        if not same_pattern.any():
-            return False
-        xs = np.nan_to_num(x / self._scale, nan=0.0)
-        close = np.abs(self._rows[same_pattern] - xs) <= self._tol
-        return bool(close.all(axis=1).any())
+        bucket = self._buckets.get((~np.isnan(x)).tobytes())
+        return bucket is not None and bucket.contains(np.nan_to_num(x / self._scale, nan=0.0))
+
+    def _sort_column(self, pattern: np.ndarray) -> int | None:
+        """An active parameter to sort on, continuous ones first (they spread most)."""
+        for wanted in (pattern & ~self._exact, pattern):
+            if wanted.any():
+                return int(np.argmax(wanted))
+        return None
+
+
+class _Bucket:
+    """The known points of one pattern of active parameters: a sorted block plus the
+    points added since it was sorted (merged once there are enough of them)."""
+
+    MERGE_AT = 256
+
+    def __init__(self, column: int | None, tol: np.ndarray) -> None:
+        self.column, self.tol = column, tol
+        self.sorted = np.empty((0, len(tol)))
+        self.recent: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows) < self.MERGE_AT and len(self.sorted):
+            self.recent.extend(rows)
+            if len(self.recent) < self.MERGE_AT:
+                return
+            rows, self.recent = np.array(self.recent), []
+        merged = np.vstack([self.sorted, rows])
+        if self.column is not None:
+            merged = merged[np.argsort(merged[:, self.column], kind="stable")]
+        self.sorted = merged
+
+    def contains(self, x: np.ndarray) -> bool:
+        if self.column is None:  # no active parameter: every such point is the same
+            return bool(len(self.sorted) or self.recent)
+        keys, value, tol = self.sorted[:, self.column], x[self.column], self.tol[self.column]
+        lo = int(np.searchsorted(keys, value - tol, side="left"))
+        hi = int(np.searchsorted(keys, value + tol, side="right"))
+        near = [self.sorted[lo:hi]] + ([np.array(self.recent)] if self.recent else [])
+        return any(bool((np.abs(block - x) <= self.tol).all(axis=1).any()) for block in near
+                   if len(block))
