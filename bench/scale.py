@@ -19,10 +19,10 @@ CPU at least as much as the system; compare runs side by side, not with other ma
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,16 +138,26 @@ def suggestion_overhead(settings: Settings, store: TrialStore, algo: Any,
     return 1000 * algo_s / n, 1000 * (total_s - algo_s) / n
 
 
-def shared_split(settings: Settings, store: TrialStore, trials: int, algo: Any) -> float:
+def tune_shared(settings: Settings, name: str, weight: int, max_evals: int,
+                algo_name: str) -> None:
+    hyper_tune(bench_objective.objective, {**SPACE, "sleep": 1.0}, algo=algorithm(algo_name),
+               max_evals=max_evals, name=name, weight=weight, settings=settings)
+
+
+def shared_split(settings: Settings, store: TrialStore, trials: int, algo_name: str) -> float:
+    """Two experiments, each tuned by its own process as two users' tuning commands
+    would be, with weights 1 and 3; the split of worker time over the middle half."""
     names = {1: "share-light", 3: "share-heavy"}
-    threads = [threading.Thread(target=hyper_tune, args=(
-        bench_objective.objective, {**SPACE, "sleep": 1.0}), kwargs=dict(
-        algo=algo, max_evals=trials * weight // 4, name=names[weight], weight=weight,
-        settings=settings)) for weight in (1, 3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    spawn = multiprocessing.get_context("spawn")
+    tuners = [spawn.Process(target=tune_shared, args=(
+        settings, names[weight], weight, trials * weight // 4, algo_name))
+        for weight in (1, 3)]
+    for tuner in tuners:
+        tuner.start()
+    for tuner in tuners:
+        tuner.join()
+        if tuner.exitcode != 0:
+            raise SystemExit(f"a tuner of the shared run failed (exit {tuner.exitcode})")
     spans = {w: [(d["started_at"], d["ended_at"]) for d in store.find_trials(
         store.experiment_by_name(n)["_id"])] for w, n in names.items()}
     start = max(min(s for s, _ in spans[w]) for w in spans)
@@ -204,7 +214,7 @@ def main() -> None:
                                        sleep_s=1.0, skip_tids=args.history)
                 print(f"after {args.history} trials:", fmt(history))
                 time.sleep(45)
-                ratio = shared_split(settings, store, args.trials, algo)
+                ratio = shared_split(settings, store, args.trials, args.algo)
                 print(f"weights 1:3 over {SLOTS} slots: measured split 1:{ratio:.2f}")
         finally:
             store.close()

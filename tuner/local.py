@@ -4,6 +4,11 @@ Each worker is started as its own process group (``python -m workers`` or the us
 ``--worker-command``), with the tuner's connection settings in its environment, and
 is stopped with SIGTERM, then SIGKILL of the whole group. On a machine with GPUs the
 workers are pinned to them in turn (``--gpu``), one trial per GPU at a time.
+
+If the tuner itself dies without stopping them (SIGKILL, a crash, a signal it does not
+handle), a small watcher process forked beside it stops them the same way: it holds
+the read end of a pipe only the tuner writes to, and reads EOF when the tuner is gone.
+Running trials are then handed back (the workers' own SIGTERM handling), not orphaned.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class LocalWorkers:
         self.logs_dir = (settings.state_dir / "logs" / "workers").resolve()
         self.processes: list[subprocess.Popen] = []
         self.logs: list[Path] = []
+        self._watcher: tuple[int, int] | None = None  # (pid, lifeline write end)
         self.gpus = [gpu.index for gpu in gpus.detect()] if command is None else []
 
     def __enter__(self) -> LocalWorkers:
@@ -62,6 +68,7 @@ class LocalWorkers:
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     shell=self.command is not None,
                 ))
+        self._watcher = _watch_over([p.pid for p in self.processes])
 
     def _argv(self, name: str) -> list[str] | str:
         if self.command is not None:
@@ -89,6 +96,11 @@ class LocalWorkers:
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes = []
+        if self._watcher is not None:
+            pid, lifeline = self._watcher
+            os.close(lifeline)  # the watcher finds nothing left to stop, and exits
+            os.waitpid(pid, 0)
+            self._watcher = None
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -100,7 +112,44 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    _kill_group(process.pid, sig)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
     try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def _watch_over(groups: list[int]) -> tuple[int, int]:
+    """Fork the watcher that stops ``groups`` once this process is gone (see the module
+    docstring). Returns its pid and the write end of its lifeline."""
+    read_end, write_end = os.pipe()  # not inherited by later subprocesses
+    pid = os.fork()
+    if pid == 0:  # the watcher: only system calls from here on (forked from threads)
+        try:
+            os.closerange(0, read_end)
+            os.closerange(read_end + 1, 1 << 16)
+            while os.read(read_end, 1):
+                pass
+            alive = [g for g in groups if _group_alive(g)]
+            for group in alive:
+                _kill_group(group, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and any(_group_alive(g) for g in alive):
+                time.sleep(0.2)
+            for group in alive:
+                _kill_group(group, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    return pid, write_end
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -6,8 +6,8 @@ arriving, so the objective's module (and its imports, data, CUDA context) is loa
 once, not once per trial. A trial of another experiment replaces the process. A spare
 process that has already imported the project (about a second of imports) waits for
 the next experiment, so switching experiments costs only loading the objective; spares
-are started when the worker starts and when it is idle, never while trials compete for
-the CPU.
+are started when the worker starts, when it is idle, and, once experiments take turns on
+a worker (a shared pool), after each switch.
 
 While a trial runs, :meth:`Runner.run` calls ``tick`` every heartbeat; ``tick`` renews
 the lease and says whether to go on. On ``cancel``/``lost`` or a deadline the whole
@@ -118,12 +118,18 @@ class Runner:
         limits: Limits | None = None,
     ) -> Outcome:
         """Run one trial of the experiment identified by ``key``."""
+        switched = self._child is not None and self._child.key != key
         unavailable = self._ensure(key, load_request, tick, interval_s)
         if unavailable is not None:
             return unavailable
         child = self._child
         assert child is not None
         self._send(child, {"op": "run", "vals": vals, "log_path": str(log_path)})
+        if switched:
+            # experiments take turns on this worker (a shared pool): have a spare ready
+            # for the next switch, started while this trial runs rather than idle waiting
+            # for ~1 s of imports when the switch comes
+            self.prewarm()
         started: dict[str, Any] = {}
         deadlines = _Deadlines()
         while True:
@@ -144,6 +150,10 @@ class Runner:
     def loaded_key(self) -> str | None:
         """The experiment key whose objective the current trial process holds."""
         return self._child.key if self._child is not None else None
+
+    @property
+    def has_spare(self) -> bool:
+        return self._spare is not None
 
     def prewarm(self) -> None:
         """Start the spare trial process now (e.g. when the worker starts)."""
@@ -311,6 +321,7 @@ class RunnerPool:
     def borrow(self, key: str) -> Iterator[Runner]:
         with self._lock:
             runner = next((r for r in self._free if r.loaded_key == key), None)
+            runner = runner or next((r for r in self._free if r.has_spare), None)
             runner = runner or next(iter(self._free), None)
             if runner is None:
                 runner = self._factory()
