@@ -3,7 +3,7 @@
     <home>/venv/bin/python -m workers.provisioning.agent <home> start <base64 JSON>
     <home>/venv/bin/python -m workers.provisioning.agent <home> stop [<base64 JSON names>]
     <home>/venv/bin/python -m workers.provisioning.agent <home> status
-    <home>/venv/bin/python -m workers.provisioning.agent <home> unpack <archive> <dest>
+    <home>/venv/bin/python -m workers.provisioning.agent <home> unpack <archive> <dest> [--keep]
 
 Each prints one JSON document on stdout. The agent keeps one record per worker it
 started in ``<home>/run/<name>.json`` (pid, the process's start time, a fingerprint of
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "status":
         out = {"workers": status(layout)}
     elif command == "unpack":
-        out = unpack(Path(rest[0]), Path(rest[1]))
+        out = unpack(Path(rest[0]), Path(rest[1]), keep="--keep" in rest[2:])
     else:
         sys.stderr.write(f"unknown command {command!r}\n")
         return 2
@@ -74,7 +74,8 @@ def start(layout: Layout, spec: dict[str, Any]) -> dict[str, Any]:
     for folder in (layout.run, layout.logs, layout.state):
         os.makedirs(folder, exist_ok=True)
     env_file = _read_env_file(layout.env_file)
-    results = []
+    results: list[dict[str, Any]] = []
+    spawned: list[tuple[dict[str, Any], str]] = []
     wanted = {w["name"] for w in spec["workers"]}
     for worker in spec["workers"]:
         record = _record(layout, worker["name"])
@@ -87,17 +88,20 @@ def start(layout: Layout, spec: dict[str, Any]) -> dict[str, Any]:
         else:
             action = "started"
         try:
-            record = _spawn(layout, worker, env_file)
+            spawned.append((_spawn(layout, worker, env_file), action))
         except OSError as exc:
             results.append({"name": worker["name"], "gpu": worker.get("gpu"),
                             "action": "failed", "error": f"cannot start: {exc}"})
-            continue
+    if spawned:
         time.sleep(START_CHECK_S)
-        if not _alive(record):
+    for record, action in spawned:
+        if _alive(record):
+            results.append({**_public(record), "action": action})
+        else:
             results.append({**_public(record), "action": "failed",
                             "error": "exited at once", "log_tail": _tail(record["log"])})
-            continue
-        results.append({**_public(record), "action": action})
+    order = {w["name"]: i for i, w in enumerate(spec["workers"])}
+    results.sort(key=lambda r: order.get(r["name"], len(order)))
     others = [_public(r) for r in _records(layout) if r["name"] not in wanted and _alive(r)]
     return {"workers": results, "others": others}
 
@@ -167,19 +171,50 @@ def _spawn(layout: Layout, worker: dict[str, Any], env_file: dict[str, str]) -> 
 
 
 def _terminate(record: dict[str, Any]) -> None:
-    """SIGTERM the worker's process group, then SIGKILL if it is still there."""
+    """SIGTERM the worker's process group, then SIGKILL if it is still there; then make
+    sure the processes it started in sessions of their own (its trial processes, which
+    exit when their worker dies) are gone too."""
+    descendants = _descendants(record["pid"]) if _alive(record) else []
     for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
         if not _alive(record):
-            return
+            break
         try:
             os.killpg(record["pid"], sig)
         except ProcessLookupError:
-            return
+            break
         except PermissionError:
             os.kill(record["pid"], sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and _alive(record):
             time.sleep(0.1)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and any(_alive(d) for d in descendants):
+        time.sleep(0.1)
+    for child in descendants:
+        if _alive(child):
+            try:
+                os.kill(child["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _descendants(pid: int) -> list[dict[str, Any]]:
+    """Every live descendant of ``pid`` as ``{"pid", "start_ticks"}``."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append({"pid": child, "start_ticks": _start_ticks(child)})
+        todo.extend(parents.get(child, []))
+    return out
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -285,9 +320,10 @@ def _tail(path: str, size: int = 3000) -> str:
 # -- workspace -------------------------------------------------------------------------------
 
 
-def unpack(archive: Path, dest: Path) -> dict[str, Any]:
+def unpack(archive: Path, dest: Path, *, keep: bool = False) -> dict[str, Any]:
     """Extract a workspace archive next to ``dest``, then swap it in (a worker never
-    sees a half-extracted workspace). Links and paths leaving ``dest`` are refused."""
+    sees a half-extracted workspace). Links and paths leaving ``dest`` are refused. The
+    archive is deleted afterwards unless ``keep`` (Ansible compares it next time)."""
     fresh = dest.with_name(dest.name + ".new")
     old = dest.with_name(dest.name + ".old")
     for folder in (fresh, old):
@@ -304,7 +340,8 @@ def unpack(archive: Path, dest: Path) -> dict[str, Any]:
         dest.rename(old)
     fresh.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
-    archive.unlink(missing_ok=True)
+    if not keep:
+        archive.unlink(missing_ok=True)
     return {"ok": True}
 
 

@@ -1,7 +1,7 @@
 """What travels to a host: this project as a wheel, and the workspace as an archive.
 
 The project wheel is built from the copy of the project this machine runs (the files
-of its packages and its installed metadata), so a host runs exactly the same code as
+of its packages and its metadata), so a host runs exactly the same code as
 the tuner, offline and without build tools. The workspace archive leaves out what
 never belongs on a worker: version-control folders, virtual environments, caches and
 the local state folder (``.tuner``, which holds generated passwords). A
@@ -17,6 +17,7 @@ import base64
 import csv
 import fnmatch
 import functools
+import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -110,25 +111,34 @@ def _package_dir(package: str) -> Path:
 
 
 def _metadata() -> tuple[str, str]:
-    """The installed distribution's METADATA and entry points; from ``pyproject.toml``
-    when the project runs from a source tree that was never installed."""
+    """The project's METADATA and entry points: from the ``pyproject.toml`` next to the
+    packages when the project runs from a source tree (the truth for the files shipped;
+    an installed copy's metadata, or a stale ``*.egg-info`` in the tree, may lag behind
+    and would make the wheel depend on the working folder), else from the installed
+    distribution."""
+    pyproject = _package_dir(PACKAGES[0]).parent / "pyproject.toml"
+    if pyproject.is_file():
+        return _metadata_from_pyproject(pyproject)
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
         metadata = dist.read_text("METADATA")
-        if metadata:
-            return metadata, dist.read_text("entry_points.txt") or ""
     except importlib.metadata.PackageNotFoundError:
-        pass
-    pyproject = _package_dir(PACKAGES[0]).parent / "pyproject.toml"
+        metadata = None
+    if not metadata:
+        raise ConfigError(f"{DISTRIBUTION} is neither installed nor a source tree: "
+                          "pip install it first")
+    return metadata, dist.read_text("entry_points.txt") or ""
+
+
+def _metadata_from_pyproject(pyproject: Path) -> tuple[str, str]:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        raise ConfigError(f"{DISTRIBUTION} is not installed: pip install it first") from None
+        import tomli as tomllib  # type: ignore[no-redef]  # (a dependency there)
     try:
         project = tomllib.loads(pyproject.read_text())["project"]
-    except (OSError, KeyError, ValueError):
-        raise ConfigError(f"{DISTRIBUTION} is not installed and {pyproject} is unreadable: "
-                          "pip install the project first") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"cannot read the project metadata from {pyproject}: {exc}") from None
     lines = ["Metadata-Version: 2.1", f"Name: {project['name']}",
              f"Version: {project['version']}",
              f"Requires-Python: {project.get('requires-python', '>=3.10')}"]
@@ -152,7 +162,10 @@ def workspace_archive(folder: Path) -> Artifact:
     fingerprint = hashlib.sha256()
     buffer = io.BytesIO()
     total = 0
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+    # mtime=0 in the gzip header: the same content gives the same bytes (Ansible's copy
+    # then sees nothing changed)
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w") as tar:
         for path in _walk(folder, patterns):
             rel = path.relative_to(folder).as_posix()
             data = path.read_bytes()

@@ -71,6 +71,6 @@ def run_parallel(items: Iterable[Item], key: Callable[[Item], str],
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items))),
                             thread_name_prefix="fleet") as pool:
         outcomes = list(pool.map(guarded, items))
-    for item, outcome in zip(items, outcomes):
+    for item, outcome in zip(items, outcomes, strict=True):
         result[key(item)] = outcome
     return result

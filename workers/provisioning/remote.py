@@ -53,13 +53,10 @@ class Workspace:
     def parse_git(cls, spec: str) -> Workspace:
         """``git+URL`` or ``git+URL@REF`` (branch, tag or commit)."""
         url = spec[len("git+"):]
-        match = re.fullmatch(r"(.+?)(?:@([\w./-]+))?", url)
-        assert match is not None
-        base, ref = match.group(1), match.group(2)
-        # user@host:path style URLs keep their @
-        if ref and ("://" not in base and ":" not in base):
-            base, ref = url, None
-        return cls(git_url=base, git_ref=ref or "HEAD")
+        base, sep, ref = url.rpartition("@")
+        if not sep or not ref or re.search(r"[/:]", ref):  # ssh://git@host/..., git@host:...
+            base, ref = url, "HEAD"
+        return cls(git_url=base, git_ref=ref)
 
 
 @dataclass
@@ -96,7 +93,6 @@ def prepare(remote: Remote, *, project: Artifact | str, workspace: Workspace,
     remote.run(quote("mkdir", "-p", layout.root, layout.incoming, layout.logs, layout.run,
                      layout.state) + " && " + quote("chmod", "700", layout.root), step="setup")
     installed = _read_installed(remote, layout)
-    before = dict(installed)
     step_changes: list[str] = []
 
     def save() -> None:
@@ -151,8 +147,6 @@ def prepare(remote: Remote, *, project: Artifact | str, workspace: Workspace,
     gpus = detect_gpus(remote)
     fingerprints = {k: str(installed.get(k, "")) for k in
                     ("venv", "project", "workspace", "requirements")}
-    if before == installed and not step_changes:
-        step_changes = []
     return Prepared(host, layout, python, gpus, fingerprints, step_changes)
 
 
@@ -239,7 +233,6 @@ def _ship_workspace(remote: Remote, layout: Layout, workspace: Workspace,
             return wanted
         archive = posixpath.join(layout.incoming, workspace.archive.filename)
         remote.put_bytes(workspace.archive.data, archive, step="workspace")
-        agent(remote, layout, "unpack", step="workspace")  # validates the agent first
         remote.run(quote(layout.python, "-m", "workers.provisioning.agent", layout.root,
                          "unpack", archive, layout.workspace), step="workspace")
         return wanted
