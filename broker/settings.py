@@ -46,8 +46,15 @@ ENV: dict[str, str] = {
     "weight": "TUNER_WEIGHT",
     "gpu": "TUNER_GPU",
     "worker_name": "TUNER_WORKER_NAME",
+    "flower_user": "TUNER_FLOWER_USER",
+    "flower_password": "TUNER_FLOWER_PASSWORD",
 }
-"""Settings field -> environment variable. The README's configuration table lists these."""
+"""Settings field -> environment variable. The README's configuration table lists these
+(``tests/broker/test_settings.py`` checks that it does)."""
+
+NOT_INHERITED = frozenset({"flower_user", "flower_password"})
+"""Settings :meth:`Settings.to_env` leaves out: Flower's credentials stay with Flower,
+no worker or tuning script needs them."""
 
 GRADIENT_ENV = ("MONGO_DB_HOST", "MONGO_DB_PORT", "EXPERIMENT_NAME")
 """Also accepted, for tuning scripts written for Paperspace Gradient's ``hyper_tune``."""
@@ -113,6 +120,8 @@ class Settings:
     weight: float = 1.0
     gpu: str | None = None
     worker_name: str | None = None
+    flower_user: str | None = None
+    flower_password: Secret | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.heartbeat_s <= 0 or self.lease_s <= self.heartbeat_s:
@@ -173,12 +182,13 @@ class Settings:
         """Environment variables that reproduce these settings in a child process.
 
         Includes the Gradient-compatible names, so tuning scripts written for Gradient
-        find MongoDB and their experiment name where they expect them.
+        find MongoDB and their experiment name where they expect them; leaves out
+        :data:`NOT_INHERITED`.
         """
         env: dict[str, str] = {}
         for name, var in ENV.items():
             value = getattr(self, name)
-            if value is None:
+            if value is None or name in NOT_INHERITED:
                 continue
             if isinstance(value, Secret):
                 value = value.reveal()

@@ -59,3 +59,11 @@ def test_require_secret():
     with pytest.raises(ConfigError, match="TUNER_SECRET"):
         Settings().require_secret()
 
+
+
+def test_the_readme_configuration_table_lists_every_variable():
+    from broker.settings import ENV
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## How a trial flows")]
+    assert [var for var in ENV.values() if f"`{var}`" not in table] == []
