@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -22,6 +22,7 @@ from tuner import report
 from tuner.run_command import RunRequest, run_experiment
 
 console = Console()
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="command that runs the tuning (calls hyper_tune), e.g. 'python tune.py'")
     run.add_argument("--worker-command", help="command that starts one worker "
                      "(default: python -m workers)")
-    run.add_argument("--worker-count", type=int, default=2,
-                     help="workers to start on this machine (default 2; 0 uses running ones)")
+    run.add_argument("--worker-count", type=int,
+                     help="workers to start on this machine (default 2), or on --hosts "
+                     "(default one per GPU); 0 uses those already running")
     run.add_argument("--worker-machine-type", help="machine type, i.e. queue, of the workers")
     run.add_argument("--workspace", help="folder with the tuning code (default: .)")
     run.add_argument("--max-evals", type=int, help="overrides max_evals of the tuning script")
@@ -69,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument("--format", choices=["table", "json", "csv"], default="table")
     trials.set_defaults(handler=_experiments_trials)
 
-    from tuner import cli_results  # dashboard, experiments export / compare
+    from tuner import cli_cluster, cli_results
 
-    cli_results.add_commands(groups, exp_cmds)
+    cli_results.add_commands(groups, exp_cmds)  # dashboard, experiments export / compare
+    cli_cluster.add_commands(groups, run, exp_cmds)  # cluster, flower, experiments logs
 
     services = groups.add_parser("services", help="the local default Redis and MongoDB")
     svc_cmds = services.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
@@ -107,15 +110,25 @@ def _hyperparameters_run(args: argparse.Namespace) -> int:
                          trial_timeout_s=args.trial_timeout,
                          trial_soft_timeout_s=args.trial_soft_timeout, weight=args.weight)
     settings.check_time_limits()
+    from tuner import cli_cluster
+
+    cluster = cli_cluster.cluster_request(args, settings, args.worker_count)
+    remote = None if cluster is None else (
+        lambda resolved: cli_cluster.cluster_workers(cluster, resolved, console))
+    on_hosts = bool(args.hosts or args.inventory)
+    local_count = 0 if on_hosts else (2 if args.worker_count is None else args.worker_count)
     request = RunRequest(name=args.name, tuning_command=args.tuning_command,
-                         worker_count=args.worker_count, worker_command=args.worker_command)
+                         worker_count=local_count, worker_command=args.worker_command,
+                         remote_workers=remote)
     return run_experiment(request, settings, console)
 
 
 # -- experiments ------------------------------------------------------------------------------
 
 
-def _with_store(args: argparse.Namespace, use: Callable[[TrialStore], int]) -> int:
+def _with_store(args: argparse.Namespace, use: Callable[[TrialStore], T]) -> T:
+    """``use(store)`` with a store of the configured services (the local default is
+    started for the call when it does not run, and stopped again)."""
     settings = _settings(args)
     resolved, started = resolve(settings, start=True)
     try:

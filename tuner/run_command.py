@@ -1,7 +1,8 @@
 """``hyperparameters run``: the hosted product's experiment, on your own machines.
 
-Starts what is missing (local services, ``--worker-count`` workers), creates or
-resumes the experiment, runs the user's tuning command with the connection settings
+Starts what is missing (local services, ``--worker-count`` workers on this machine,
+or workers provisioned on SSH hosts through ``remote_workers``), creates or resumes
+the experiment, runs the user's tuning command with the connection settings
 in its environment (the command's ``hyper_tune`` is the tuner), shows live progress
 read from MongoDB, prints the best parameters, stops what it started, and returns the
 tuning command's exit status.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -32,10 +34,16 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One ``hyperparameters run``: ``worker_count`` workers on this machine (0: use
+    those already serving the queue), started with ``worker_command``; or, with
+    ``remote_workers``, a context manager (given the resolved settings) that provides
+    workers elsewhere for the run, yields how many, and cleans up on exit."""
+
     name: str
     tuning_command: str
     worker_count: int
     worker_command: str | None = None
+    remote_workers: Callable[[Settings], AbstractContextManager[int]] | None = None
 
 
 def run_experiment(request: RunRequest, settings: Settings, console: Console) -> int:
@@ -52,12 +60,14 @@ def run_experiment(request: RunRequest, settings: Settings, console: Console) ->
         verb = "created" if created else "resumed"
         console.print(f"Hyperparameter {verb} with ID: {doc['_id']} and started")
         workers = None
-        if request.worker_count > 0:
+        if request.remote_workers is not None:
+            stack.enter_context(request.remote_workers(resolved))
+        elif request.worker_count > 0:
             workers = stack.enter_context(LocalWorkers(resolved, count=request.worker_count,
                                                        command=request.worker_command))
         env = {**child_env(resolved), "TUNER_PROGRESS": "0",
                "TUNER_EXPERIMENT": request.name, "EXPERIMENT_NAME": request.name}
-        if request.worker_count > 0 and resolved.parallelism is None:
+        if workers is not None and resolved.parallelism is None:
             env["TUNER_PARALLELISM"] = str(request.worker_count)
         status = _run_tuning_command(request, env, resolved, store, doc["_id"], console,
                                      workers)
