@@ -5,6 +5,9 @@
 * ``workers``: two real ``python -m workers`` processes on the default queue, running
   code from ``tests/workspace``. Tests that kill workers start their own pool on a
   queue of their own (``own_pool``), so the shared pool stays intact.
+* ``cluster`` (a module-scoped fixture of the tests marked ``testbed``, built by
+  ``tests/testbed/cluster.py``): SSH test hosts in network namespaces with provisioned
+  workers, shared by every such test; those tests run last.
 
 Set ``TUNER_TEST_MONGO_URL`` to run the MongoDB contract test against a real MongoDB.
 """
@@ -23,6 +26,17 @@ from broker.store import TrialStore, connect
 from tests.helpers import WORKSPACE, WorkerPool, unique
 
 sys.path.insert(0, str(WORKSPACE))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                   items: list[pytest.Item]) -> None:
+    """Tests on the SSH test cluster (``tests/testbed``) run last and together: it is
+    built once, on first use, and torn down after its last test, so that its hosts'
+    workers do not load the machine while the other tests run."""
+    on_cluster = [item for item in items if item.get_closest_marker("testbed")]
+    if on_cluster:
+        chosen = set(on_cluster)
+        items[:] = [item for item in items if item not in chosen] + on_cluster
 
 
 @pytest.fixture(scope="session")
