@@ -98,7 +98,7 @@ def seed_experiment(store: TrialStore, n: int, *, name: str | None = None, runni
                 "opt": {"name": "sgd", "momentum": momentum} if opt == 0 else {"name": "adam"}})
         docs.append(doc)
     for start in range(0, n, 2000):
-        store.trials.insert_many(docs[start:start + 2000])
+        store.insert_trials(docs[start:start + 2000])
     return experiment
 
 
