@@ -21,6 +21,10 @@ Consequences, and limits:
 * Fractional shares (3 equal experiments on 2 workers) are met over time, by giving
   the odd seat to whichever is least served; a tuner that dies stops counting after
   three missed sweeps, but its running trials finish first.
+* Each switch of a worker slot from one experiment to another starts a fresh trial
+  process (experiments never share one): about a second of imports. Beside GPU trials
+  that is nothing; with 1-second trials on many slots of a small machine the switches
+  use the CPU the split needs (``bench/scale.py``).
 * Weights are per experiment, on one queue; there are no quotas across queues, users
   or time (use separate machine types / queues for hard isolation).
 """
