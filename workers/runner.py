@@ -6,8 +6,9 @@ arriving, so the objective's module (and its imports, data, CUDA context) is loa
 once, not once per trial. A trial of another experiment replaces the process. A spare
 process that has already imported the project (about a second of imports) waits for
 the next experiment, so switching experiments costs only loading the objective; spares
-are started when the worker starts, when it is idle, and, once experiments take turns on
-a worker (a shared pool), after each switch.
+are started when the worker starts and when it is idle, never while trials compete for
+the CPU (starting one after every switch was tried: 64 slots switching at once then
+spawned 64 interpreters together and halved the pool's utilisation).
 
 While a trial runs, :meth:`Runner.run` calls ``tick`` every heartbeat; ``tick`` renews
 the lease and says whether to go on. On ``cancel``/``lost`` or a deadline the whole
@@ -118,18 +119,12 @@ class Runner:
         limits: Limits | None = None,
     ) -> Outcome:
         """Run one trial of the experiment identified by ``key``."""
-        switched = self._child is not None and self._child.key != key
         unavailable = self._ensure(key, load_request, tick, interval_s)
         if unavailable is not None:
             return unavailable
         child = self._child
         assert child is not None
         self._send(child, {"op": "run", "vals": vals, "log_path": str(log_path)})
-        if switched:
-            # experiments take turns on this worker (a shared pool): have a spare ready
-            # for the next switch, started while this trial runs rather than idle waiting
-            # for ~1 s of imports when the switch comes
-            self.prewarm()
         started: dict[str, Any] = {}
         deadlines = _Deadlines()
         while True:
