@@ -26,7 +26,6 @@ import argparse
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,9 +40,9 @@ import bench_objective  # noqa: E402
 import numpy as np  # noqa: E402
 from _measure import gaps_ms, percentile, utilisation  # noqa: E402
 from _mongotrials import run_mongotrials  # noqa: E402
+from _services import bench_services  # noqa: E402
 from hyperopt import hp, rand, tpe  # noqa: E402
 
-from broker.services import LocalServices  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store import connect  # noqa: E402
 from sdk import hyper_tune  # noqa: E402
@@ -97,39 +96,31 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="tuner-bench-") as tmp:
-        state = Path(tmp)
-        services = LocalServices(state)
-        connection, _ = services.up()
-        try:
-            settings = Settings(broker_url=connection.broker_url, mongo_url=connection.mongo_url,
-                                secret=connection.secret, state_dir=state, workspace=WORKSPACE,
-                                mongo_db="bench", progress=False)
-            with LocalWorkers(settings, count=N_WORKERS):
-                wait_for_workers(settings)
-                for label, algo in (("rand", rand.suggest), ("tpe", ours_tpe.suggest),
-                                    ("hyperopt tpe", tpe.suggest)):
-                    rows[f"ours, {label}, no-op"] = describe(run_ours(
-                        settings, n_trials=args.noop_trials, sleep_s=0.0, algo=algo,
-                        name=f"noop-{label.replace(' ', '-')}"))
-                    rows[f"ours, {label}, 0.2 s"] = describe(run_ours(
-                        settings, n_trials=args.sleep_trials, sleep_s=0.2, algo=algo,
-                        name=f"sleep-{label.replace(' ', '-')}"))
-                strict = settings.replace(queue_ahead=0)
-                rows["ours, tpe, 0.2 s, queue_ahead=0"] = describe(run_ours(
-                    strict, n_trials=args.sleep_trials, sleep_s=0.2, algo=ours_tpe.suggest,
-                    name="sleep-tpe-strict"))
-            configs = [("tuned", True)] + ([] if args.quick else [("defaults", False)])
-            with plain_nx(state / "nx") as mongo:
-                for label, tuned in configs:
-                    rows[f"MongoTrials {label}, rand, no-op"] = describe(run_mongotrials(
-                        mongo, n_trials=args.noop_trials, sleep_s=0.0, tuned=tuned,
-                        algo="rand", workdir=state / f"mt-{label}-noop", seed=0))
-                    rows[f"MongoTrials {label}, tpe, 0.2 s"] = describe(run_mongotrials(
-                        mongo, n_trials=args.sleep_trials, sleep_s=0.2, tuned=tuned,
-                        algo="tpe", workdir=state / f"mt-{label}-sleep", seed=0))
-        finally:
-            services.down()
+    with bench_services("bench") as (settings, _):
+        state = settings.state_dir
+        with LocalWorkers(settings, count=N_WORKERS):
+            wait_for_workers(settings)
+            for label, algo in (("rand", rand.suggest), ("tpe", ours_tpe.suggest),
+                                ("hyperopt tpe", tpe.suggest)):
+                rows[f"ours, {label}, no-op"] = describe(run_ours(
+                    settings, n_trials=args.noop_trials, sleep_s=0.0, algo=algo,
+                    name=f"noop-{label.replace(' ', '-')}"))
+                rows[f"ours, {label}, 0.2 s"] = describe(run_ours(
+                    settings, n_trials=args.sleep_trials, sleep_s=0.2, algo=algo,
+                    name=f"sleep-{label.replace(' ', '-')}"))
+            strict = settings.replace(queue_ahead=0)
+            rows["ours, tpe, 0.2 s, queue_ahead=0"] = describe(run_ours(
+                strict, n_trials=args.sleep_trials, sleep_s=0.2, algo=ours_tpe.suggest,
+                name="sleep-tpe-strict"))
+        configs = [("tuned", True)] + ([] if args.quick else [("defaults", False)])
+        with plain_nx(state / "nx") as mongo:
+            for label, tuned in configs:
+                rows[f"MongoTrials {label}, rand, no-op"] = describe(run_mongotrials(
+                    mongo, n_trials=args.noop_trials, sleep_s=0.0, tuned=tuned,
+                    algo="rand", workdir=state / f"mt-{label}-noop", seed=0))
+                rows[f"MongoTrials {label}, tpe, 0.2 s"] = describe(run_mongotrials(
+                    mongo, n_trials=args.sleep_trials, sleep_s=0.2, tuned=tuned,
+                    algo="tpe", workdir=state / f"mt-{label}-sleep", seed=0))
     report(rows)
 
 

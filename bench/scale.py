@@ -22,7 +22,6 @@ import argparse
 import multiprocessing
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,11 @@ sys.path[:0] = [str(BENCH), str(WORKSPACE)]
 import bench_objective  # noqa: E402
 import numpy as np  # noqa: E402
 from _measure import gaps_ms, percentile, utilisation  # noqa: E402
+from _services import bench_services  # noqa: E402
 from hyperopt import base, hp, rand, tpe  # noqa: E402
 
 from broker import space as space_codec  # noqa: E402
 from broker import spec as spec_module  # noqa: E402
-from broker.services import LocalServices  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store import TrialStore, connect  # noqa: E402
 from broker.trial_doc import new_trial_fields  # noqa: E402
@@ -180,13 +179,7 @@ def main() -> None:
     print(f"algorithm: {getattr(algo, '__module__', '')}.{getattr(algo, '__name__', algo)}")
 
     overhead_rows = []
-    with tempfile.TemporaryDirectory(prefix="tuner-scale-") as tmp:
-        state = Path(tmp)
-        services = LocalServices(state)
-        connection, _ = services.up()
-        settings = Settings(broker_url=connection.broker_url, mongo_url=connection.mongo_url,
-                            secret=connection.secret, state_dir=state, workspace=WORKSPACE,
-                            mongo_db="scale", progress=False, heartbeat_s=1.0, lease_s=10.0)
+    with bench_services("scale", heartbeat_s=1.0, lease_s=10.0) as (settings, _):
         store = connect(settings)
         try:
             for history in (100, 1000, args.history):
@@ -218,7 +211,6 @@ def main() -> None:
                 print(f"weights 1:3 over {SLOTS} slots: measured split 1:{ratio:.2f}")
         finally:
             store.close()
-            services.down()
     print(f"utilisation={100 * fresh['utilisation']:.1f} "
           f"utilisation_at_10k={100 * history['utilisation']:.1f} "
           f"p95_gap_ms={fresh['p95_gap_ms']:.0f} share_ratio={ratio:.2f}")

@@ -21,7 +21,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ WORKSPACE = BENCH / "workspace"
 sys.path[:0] = [str(WORKSPACE)]
 
 import bench_objective  # noqa: E402
+from _services import bench_services  # noqa: E402
 from hyperopt import hp, rand  # noqa: E402
 
 from broker.services import LocalServices  # noqa: E402
@@ -97,14 +97,9 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.02, help="objective duration (s)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tuner-soak-") as tmp:
-        state = Path(tmp)
-        services = LocalServices(state)
-        connection, _ = services.up()
-        settings = Settings(broker_url=connection.broker_url, mongo_url=connection.mongo_url,
-                            secret=connection.secret, state_dir=state, workspace=WORKSPACE,
-                            mongo_db="soak", progress=False, heartbeat_s=0.5, lease_s=3.0,
-                            parallelism=args.workers)
+    with bench_services("soak", heartbeat_s=0.5, lease_s=3.0,
+                        parallelism=args.workers) as (settings, services):
+        state = settings.state_dir
         store = connect(settings)
         (state / "logs").mkdir()
         workers = Workers(settings, args.workers, state / "logs")
@@ -139,7 +134,6 @@ def main() -> None:
             [tid for tid in per_tid if tid >= args.trials])
         reruns = sum(d.get("attempt", 1) - 1 for d in docs)
         store.close()
-        services.down()
     print(f"trials={len(docs)} ok={len(ok)} attempts_lost_to_kills={reruns} "
           f"redis_restarts={counts['redis_restarts']} wall_s={wall:.1f}")
     print(f"lost={lost} duplicated={duplicated} trials={len(ok)} kills={counts['kills']} "
