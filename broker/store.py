@@ -211,9 +211,8 @@ class TrialStore:
         projection: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Trial documents of one experiment, in ``tid`` order."""
-        query: dict[str, Any] = {EXP_KEY: exp_id}
-        if tids is not None:
-            query = {"_id": {"$in": [trial_id(exp_id, tid) for tid in tids]}}
+        query: dict[str, Any] = {EXP_KEY: exp_id} if tids is None else {
+            "_id": {"$in": [trial_id(exp_id, tid) for tid in tids]}}
         if unfinished:
             query["state"] = {"$in": UNFINISHED_JOB_STATES}
         fields = {"_id": 0, **(projection or {})}

@@ -86,14 +86,14 @@ class LocalWorkers:
 
     def stop(self) -> None:
         for process in self.processes:
-            _signal_group(process, signal.SIGTERM)
+            _kill_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for process in self.processes:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(process, signal.SIGKILL)
+            _kill_group(process.pid, signal.SIGKILL)
             process.wait()
         self.processes = []
         if self._watcher is not None:
@@ -109,10 +109,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     so that ``python`` in a command means the same Python, with this project."""
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return {**os.environ, **settings.to_env(), "PATH": path}
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    _kill_group(process.pid, sig)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
