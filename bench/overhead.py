@@ -54,9 +54,7 @@ N_WORKERS = 2
 
 
 IDLE_BETWEEN_RUNS_S = 2.0
-"""Workers idle between experiments, as they do in real use, which lets each prepare a
-spare trial process (see workers.runner); back-to-back experiments would measure the
-~1 s of imports a worker otherwise pays when it switches experiments."""
+"""Workers idle between experiments, as they do in real use."""
 
 
 def run_ours(settings: Settings, *, n_trials: int, sleep_s: float, algo: Any,

@@ -193,7 +193,7 @@ def main() -> None:
                 while sum(w.get("slots", 1) for w in store.alive_workers(
                         settings.queue, now=time.time(), lease_s=settings.lease_s)) < SLOTS:
                     time.sleep(0.5)
-                # every slot starts its trial process once, then prepares a spare while idle
+                # every worker starts its fork server and trial processes once
                 hyper_tune(bench_objective.objective, {**SPACE, "sleep": 0.5}, algo=rand.suggest,
                            max_evals=2 * SLOTS, name="warm-up", settings=settings)
                 time.sleep(45)

@@ -46,6 +46,7 @@ ENV: dict[str, str] = {
     "weight": "TUNER_WEIGHT",
     "gpu": "TUNER_GPU",
     "worker_name": "TUNER_WORKER_NAME",
+    "idle_processes": "TUNER_IDLE_PROCESSES",
     "flower_user": "TUNER_FLOWER_USER",
     "flower_password": "TUNER_FLOWER_PASSWORD",
 }
@@ -120,6 +121,7 @@ class Settings:
     weight: float = 1.0
     gpu: str | None = None
     worker_name: str | None = None
+    idle_processes: int | None = None
     flower_user: str | None = None
     flower_password: Secret | None = field(default=None, repr=False)
 

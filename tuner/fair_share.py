@@ -21,10 +21,12 @@ Consequences, and limits:
 * Fractional shares (3 equal experiments on 2 workers) are met over time, by giving
   the odd seat to whichever is least served; a tuner that dies stops counting after
   three missed sweeps, but its running trials finish first.
-* Each switch of a worker slot from one experiment to another starts a fresh trial
-  process (experiments never share one): about a second of imports. Beside GPU trials
-  that is nothing; with 1-second trials on many slots of a small machine the switches
-  use the CPU the split needs (``bench/scale.py``).
+* Under sharing, a worker slot alternates between experiments, which never share a
+  trial process. Switching costs a fork of an already-imported server
+  (:mod:`workers.trial_process`) plus loading the objective, and a worker with several
+  slots keeps idle processes of the other experiments loaded
+  (:class:`workers.runner.RunnerPool`); before both, a switch cost ~1 s of imports and
+  with 1-second trials on 64 slots of a 2-core machine the split reached only 1:2.0.
 * Weights are per experiment, on one queue; there are no quotas across queues, users
   or time (use separate machine types / queues for hard isolation).
 """

@@ -1,6 +1,6 @@
 """The trial process: loads one experiment's objective once, then runs trials on request.
 
-Started by :class:`workers.runner.Runner` as ``python -m workers.child`` in its own
+Forked by :mod:`workers.trial_process` for :class:`workers.runner.Runner`, in its own
 session (process group), so a timeout or a cancel kills the objective *and* anything it
 spawned. It talks JSON lines over two pipes passed as file descriptors; its own
 stdout/stderr go to the worker's log, and during a trial to that trial's log file
@@ -14,7 +14,6 @@ the whole group, so no orphaned objective keeps a GPU busy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -33,31 +32,39 @@ from broker.trial_doc import failure_result
 from workers.result import normalize
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse(argv)
-    _start_watcher(args.lifeline)
-    for fd in (args.control_in, args.control_out):
+def serve(control_in: int, control_out: int, lifeline: int, workspace: str,
+          log_path: str | None) -> None:
+    """Run trials on request until the worker closes ``control_in``.
+
+    Called in a fresh fork of the fork server (:mod:`workers.trial_process`): it becomes
+    the leader of a new session first, so that the whole group can be killed at once.
+    """
+    os.setsid()
+    _redirect_output(log_path)
+    os.chdir(workspace)
+    sys.path.insert(0, workspace)  # as ``python -m`` would have, for the objective's imports
+    _start_watcher(lifeline)
+    for fd in (control_in, control_out):
         os.set_inheritable(fd, False)  # not into programs the objective starts
-    requests = os.fdopen(args.control_in, "rb")
-    replies = os.fdopen(args.control_out, "wb", buffering=0)
+    requests = os.fdopen(control_in, "rb")
+    replies = os.fdopen(control_out, "wb", buffering=0)
     loaded: tuple[Any, Any] | None = None
     for line in requests:
         request = json.loads(line)
         if request["op"] == "load":
-            loaded, reply = _load(request, Path(args.workspace))
+            loaded, reply = _load(request, Path(workspace))
             _send(replies, reply)
         elif request["op"] == "run":
             assert loaded is not None, "run before load"
             _run(replies, request, *loaded)
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="workers.child")
-    parser.add_argument("--control-in", type=int, required=True)
-    parser.add_argument("--control-out", type=int, required=True)
-    parser.add_argument("--lifeline", type=int, required=True)
-    parser.add_argument("--workspace", required=True)
-    return parser.parse_args(argv)
+def _redirect_output(log_path: str | None) -> None:
+    """stdout and stderr to the worker's trial log, so output outside trials is kept."""
+    fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
 
 
 def _start_watcher(lifeline: int) -> None:
@@ -154,7 +161,3 @@ class _redirected_output:
         for target, saved in zip((1, 2), self.saved, strict=True):
             os.dup2(saved, target)
             os.close(saved)
-
-
-if __name__ == "__main__":
-    main()

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", help="GPU index to pin with CUDA_VISIBLE_DEVICES")
     parser.add_argument("--workspace", help="folder holding the tuning code (default: .)")
     parser.add_argument("--name", help="worker name (default: gpuN@host or cpuPID@host)")
+    parser.add_argument("--idle-processes", type=int,
+                        help="trial processes of other experiments kept loaded beyond the "
+                        "busy ones (default: --concurrency without --gpu, else 0)")
     parser.add_argument("--loglevel", "-l", default="info")
     parser.add_argument("--pool", default="threads",
                         help="Celery pool (default threads: the Celery process stays responsive "
@@ -44,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(machine_type=args.machine_type, gpu=args.gpu,
-                                     workspace=args.workspace)
+                                     workspace=args.workspace,
+                                     idle_processes=args.idle_processes)
         settings, _ = resolve(settings, start=False)
         settings = settings.replace(state_dir=settings.state_dir.resolve(),
-                                    workspace=settings.workspace.resolve())
+                                    workspace=settings.workspace.resolve(),
+                                    idle_processes=idle_processes(settings, args.concurrency))
         settings.require_secret()
         check_broker(settings.broker_url or "")
         connect(settings).close()
@@ -67,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         "--pool", args.pool, "--without-gossip", "--without-mingle", "--task-events",
     ])
     return 0
+
+
+def idle_processes(settings: Settings, concurrency: int) -> int:
+    """How many idle trial processes of other experiments the worker keeps loaded.
+
+    A worker with several slots and no GPU pinned keeps one per slot, so slots that
+    alternate between experiments sharing the pool reuse loaded objectives; a GPU
+    worker keeps none, since an idle process would hold the GPU memory the next
+    trial needs."""
+    if settings.idle_processes is not None:
+        return settings.idle_processes
+    return concurrency if settings.gpu is None and concurrency > 1 else 0
 
 
 def default_name(gpu: str | None) -> str:

@@ -75,7 +75,8 @@ def current(worker_name: str) -> WorkerContext:
         notifier=Notifier(settings.broker_url or ""),
         runners=RunnerPool(lambda: Runner(
             settings.workspace.resolve(),
-            log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log")),
+            log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log"),
+            keep_idle=settings.idle_processes or 0),
         identity=identity(worker_name, settings),
         logs_dir=logs_dir,
         pid=os.getpid(),

@@ -1,14 +1,12 @@
 """Run trials in a separate process group, with a heartbeat while they run.
 
-One :class:`Runner` per worker process keeps one trial process
+One :class:`Runner` per concurrently running task keeps one trial process
 (:mod:`workers.child`) alive for as long as trials of the same experiment keep
 arriving, so the objective's module (and its imports, data, CUDA context) is loaded
-once, not once per trial. A trial of another experiment replaces the process. A spare
-process that has already imported the project (about a second of imports) waits for
-the next experiment, so switching experiments costs only loading the objective; spares
-are started when the worker starts and when it is idle, never while trials compete for
-the CPU (starting one after every switch was tried: 64 slots switching at once then
-spawned 64 interpreters together and halved the pool's utilisation).
+once, not once per trial. A trial of another experiment replaces the process; trial
+processes are forks of a server that has already imported the project
+(:mod:`workers.trial_process`), so a replacement costs milliseconds plus loading the
+objective.
 
 While a trial runs, :meth:`Runner.run` calls ``tick`` every heartbeat; ``tick`` renews
 the lease and says whether to go on. On ``cancel``/``lost`` or a deadline the whole
@@ -21,15 +19,16 @@ import json
 import os
 import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workers import trial_process
+from workers.trial_process import TrialProcess
 
 
 @dataclass(frozen=True)
@@ -85,27 +84,16 @@ class _Deadlines:
         return min(pending, default=float("inf"))
 
 
-@dataclass
-class _Child:
-    key: str
-    process: subprocess.Popen
-    to_child: int
-    from_child: int
-    lifeline: int
-    buffer: bytearray = field(default_factory=bytearray)
-
-
 class Runner:
-    """Owns at most one trial process (and a spare); not thread-safe: use one per
-    concurrently running task (see :class:`RunnerPool`)."""
+    """Owns at most one trial process; not thread-safe: use one per concurrently
+    running task (see :class:`RunnerPool`)."""
 
-    def __init__(self, workspace: Path, *, log_path: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, workspace: Path, *, log_path: Path | None = None) -> None:
         self.workspace = workspace
         self.log_path = log_path
-        self.env = env
-        self._child: _Child | None = None
-        self._spare: _Child | None = None
+        self._child: TrialProcess | None = None
+        self._interrupted = False
+        self._interrupt_lock = threading.Lock()
 
     def run(
         self,
@@ -146,47 +134,40 @@ class Runner:
         """The experiment key whose objective the current trial process holds."""
         return self._child.key if self._child is not None else None
 
-    @property
-    def has_spare(self) -> bool:
-        return self._spare is not None
-
-    def prewarm(self) -> None:
-        """Start the spare trial process now (e.g. when the worker starts)."""
-        if self._spare is None:
-            self._spare = self._spawn_process()
-
     def close(self) -> None:
-        """Stop the trial process and the spare."""
+        """Stop the trial process."""
         self.stop()
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            _kill(spare)
 
     def interrupt(self) -> None:
-        """Kill the running trial's process group from another thread; the thread in
-        :meth:`run` sees the death and cleans up (this touches no file descriptors)."""
-        child = self._child
+        """Kill the running trial's process group from another thread, and any trial
+        process this runner starts from now on (the worker is shutting down); the thread
+        in :meth:`run` sees the death and cleans up (this touches no file descriptors)."""
+        with self._interrupt_lock:
+            self._interrupted = True
+            child = self._child
         if child is not None:
-            try:
-                os.killpg(child.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            child.kill_group()
 
     def stop(self) -> None:
         """Kill the trial process and everything it started."""
         child, self._child = self._child, None
         if child is not None:
-            _kill(child)
+            child.close()
 
     # -- internals ---------------------------------------------------------------------------
 
     def _ensure(self, key: str, load_request: dict[str, Any], tick: Callable[[], str],
                 interval_s: float) -> Outcome | None:
         child = self._child
-        if child is not None and child.key == key and child.process.poll() is None:
+        if child is not None and child.key == key and child.poll() is None:
             return None
         self.stop()
-        self._child = self._take_spare(key)
+        child = trial_process.start(self.workspace, self.log_path)
+        child.key = key
+        with self._interrupt_lock:  # an interrupt while it started still applies
+            self._child = child
+            if self._interrupted:
+                child.kill_group()
         self._send(self._child, {"op": "load", **load_request})
         reply = self._receive(self._child, tick, interval_s)
         if reply.get("ok"):
@@ -196,37 +177,7 @@ class Runner:
             return Outcome(**reply)
         return Outcome("unavailable", error=reply["error"], traceback=reply.get("traceback"))
 
-    def _take_spare(self, key: str) -> _Child:
-        spare, self._spare = self._spare, None
-        if spare is None or spare.process.poll() is not None:
-            if spare is not None:
-                _kill(spare)
-            spare = self._spawn_process()
-        spare.key = key
-        return spare
-
-    def _spawn_process(self) -> _Child:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "workers.child",
-                 "--control-in", str(to_child_r), "--control-out", str(from_child_w),
-                 "--lifeline", str(lifeline_r), "--workspace", str(self.workspace)],
-                pass_fds=(to_child_r, from_child_w, lifeline_r),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=self.workspace, env=self.env, start_new_session=True,
-            )
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()
-            for fd in (to_child_r, from_child_w, lifeline_r):
-                os.close(fd)
-        return _Child("", process, to_child_w, from_child_r, lifeline_w)
-
-    def _send(self, child: _Child, message: dict[str, Any]) -> None:
+    def _send(self, child: TrialProcess, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
         try:
             while data:
@@ -234,7 +185,7 @@ class Runner:
         except BrokenPipeError:
             pass  # the child died; _receive reports how
 
-    def _receive(self, child: _Child, tick: Callable[[], str], interval_s: float,
+    def _receive(self, child: TrialProcess, tick: Callable[[], str], interval_s: float,
                  deadlines: _Deadlines | None = None) -> dict:
         """The next message from the child, calling ``tick`` every ``interval_s`` and
         acting on ``deadlines``.
@@ -253,7 +204,7 @@ class Runner:
                     return {"kind": "died", "error": self._death_reason(child)}
                 child.buffer += chunk
                 continue
-            if child.process.poll() is not None:  # died; a grandchild may hold the pipe
+            if child.poll() is not None:  # died; a grandchild may hold the pipe
                 return {"kind": "died", "error": self._death_reason(child)}
             now = time.monotonic()
             if deadlines.hard_at is not None and now >= deadlines.hard_at:
@@ -262,7 +213,7 @@ class Runner:
             if deadlines.soft_at is not None and now >= deadlines.soft_at and not (
                     deadlines.soft_sent):
                 deadlines.soft_sent = True
-                os.kill(child.process.pid, signal.SIGUSR1)
+                os.kill(child.pid, signal.SIGUSR1)
             if now < next_tick:
                 continue
             verdict = tick()
@@ -274,50 +225,38 @@ class Runner:
         child.buffer = bytearray(rest)
         return json.loads(line)
 
-    def _death_reason(self, child: _Child) -> str:
-        code = child.process.wait()
+    def _death_reason(self, child: TrialProcess) -> str:
+        code = child.wait()
         self.stop()
         if code < 0:
             return f"trial process killed by {signal.Signals(-code).name}"
         return f"trial process exited with status {code}"
 
 
-def _kill(child: _Child) -> None:
-    """Kill a trial process's whole group and release its pipes."""
-    try:
-        os.killpg(child.process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    child.process.wait()
-    for fd in (child.to_child, child.from_child, child.lifeline):
-        os.close(fd)
-
-
 class RunnerPool:
     """Runners for a worker's concurrent tasks (one per task running at once).
 
-    A task borrows a runner, preferring one that already holds its experiment, and
-    gives it back when the trial ends. A background thread gives idle runners a spare
-    trial process. Thread-safe.
+    A task borrows a runner, preferring one whose trial process already holds its
+    experiment, and gives it back when the trial ends. Up to ``keep_idle`` runners beyond
+    the busy ones keep the trial processes of other experiments loaded: when several
+    experiments share a pool, a slot alternates between them, and reusing a loaded
+    objective skips its imports and data loading. Keep it 0 where an idle process would
+    hold what the next trial needs, such as a GPU's memory. Thread-safe.
     """
 
-    IDLE_S = 1.0
-    """A runner idle this long (seconds) gets a spare trial process."""
-
-    def __init__(self, factory: Callable[[], Runner]) -> None:
+    def __init__(self, factory: Callable[[], Runner], *, keep_idle: int = 0) -> None:
         self._factory = factory
-        self._free: dict[Runner, float] = {}  # runner -> idle since (monotonic)
+        self._keep_idle = keep_idle
+        self._free: dict[Runner, None] = {}  # least recently used first
         self._all: list[Runner] = []
         self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._janitor: threading.Thread | None = None
 
     @contextmanager
     def borrow(self, key: str) -> Iterator[Runner]:
         with self._lock:
             runner = next((r for r in self._free if r.loaded_key == key), None)
-            runner = runner or next((r for r in self._free if r.has_spare), None)
-            runner = runner or next(iter(self._free), None)
+            if runner is None and len(self._free) > self._keep_idle:
+                runner = next(iter(self._free))
             if runner is None:
                 runner = self._factory()
                 self._all.append(runner)
@@ -327,18 +266,12 @@ class RunnerPool:
             yield runner
         finally:
             with self._lock:
-                self._free[runner] = time.monotonic()
-            self._start_janitor()
+                self._free[runner] = None
 
-    def prewarm(self) -> None:
-        """Have one runner with a spare trial process ready before the first trial."""
-        with self._lock:
-            if not self._all:
-                runner = self._factory()
-                self._all.append(runner)
-                self._free[runner] = time.monotonic()
-            self._all[0].prewarm()
-        self._start_janitor()
+    @staticmethod
+    def prewarm() -> None:
+        """Start the fork server of trial processes before the first trial."""
+        trial_process.prepare()
 
     def interrupt(self) -> None:
         """Kill every running trial (the worker is shutting down); see Runner.interrupt."""
@@ -348,24 +281,8 @@ class RunnerPool:
             runner.interrupt()
 
     def close(self) -> None:
-        self._closed.set()
         with self._lock:
             for runner in self._all:
                 runner.close()
             self._all.clear()
             self._free.clear()
-
-    def _start_janitor(self) -> None:
-        with self._lock:
-            if self._janitor is None and not self._closed.is_set():
-                self._janitor = threading.Thread(target=self._give_spares, daemon=True,
-                                                 name="runner-spares")
-                self._janitor.start()
-
-    def _give_spares(self) -> None:
-        while not self._closed.wait(self.IDLE_S):
-            with self._lock:
-                now = time.monotonic()
-                for runner, since in self._free.items():
-                    if now - since >= self.IDLE_S:
-                        runner.prewarm()

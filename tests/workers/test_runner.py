@@ -113,9 +113,6 @@ def test_runner_pool_lends_the_runner_that_holds_the_experiment():
         def close(self):
             pass
 
-        def prewarm(self):
-            pass
-
     pool = RunnerPool(Held)
     with pool.borrow("a") as first:
         first.loaded_key = "a"
@@ -127,3 +124,36 @@ def test_runner_pool_lends_the_runner_that_holds_the_experiment():
     with pool.borrow("a") as again:
         assert again is first
     pool.close()
+
+
+def test_runner_pool_keeps_idle_runners_of_other_experiments_up_to_its_bound():
+    class Held:
+        loaded_key = None
+
+        def close(self):
+            pass
+
+    def alternate(pool: RunnerPool) -> list[Held]:
+        """One slot running a, b, a, b: the runners it was lent."""
+        lent = []
+        for key in "abab":
+            with pool.borrow(key) as runner:
+                runner.loaded_key = key
+                lent.append(runner)
+        pool.close()
+        return lent
+
+    a1, b1, a2, b2 = alternate(RunnerPool(Held, keep_idle=1))
+    assert (a1, b1) == (a2, b2) and a1 is not b1  # both experiments stay loaded
+    a1, b1, a2, b2 = alternate(RunnerPool(Held))
+    assert a1 is b1 is a2 is b2  # one runner, reloaded on every switch
+
+
+def test_trial_processes_are_forked_by_a_server_in_their_own_session(runner, tmp_path):
+    request = load_request("report_process", {"x": hp.uniform("x", 0, 1)})
+    outcome = runner.run("exp", request, {"x": 0.5}, tmp_path / "t.log", tick=lambda: "ok",
+                         interval_s=0.5)
+    assert outcome.kind == "done", outcome
+    pid, parent, session = (outcome.result[k] for k in ("pid", "ppid", "sid"))
+    assert session == pid  # a session (and process group) of its own: killable as a whole
+    assert parent not in (os.getpid(), 1)  # forked by the fork server, not by the worker

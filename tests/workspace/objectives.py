@@ -144,3 +144,9 @@ def cluster_trial(params):
     time.sleep(params.get("sleep", 0.0))
     print("cluster trial done", flush=True)
     return (params["x"] - 1.0) ** 2
+
+
+def report_process(params):
+    """Where the trial runs: its pid, its parent's and its session's."""
+    return {"loss": 0.0, "status": "ok", "pid": os.getpid(), "ppid": os.getppid(),
+            "sid": os.getsid(0)}

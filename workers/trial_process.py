@@ -1,0 +1,120 @@
+"""Start trial processes in milliseconds: forks of a server that has imported the project.
+
+A fresh interpreter that imports Hyperopt (and with it NumPy and SciPy) spends about a
+second of CPU before it can load an objective. A worker pays that whenever a slot starts
+a trial process: on its first trial, after a crash, and each time the slot switches to
+another experiment, which happens all the time when several experiments share a pool
+(:mod:`tuner.fair_share`). The standard library's *forkserver* does the imports once
+per worker process: a small server preloads :mod:`workers.child`, and each trial process
+is a fork of it (about 10 ms).
+
+The server never loads an objective, so no CUDA context, user module or data is shared
+between trial processes; it is started from the worker's environment (including
+``CUDA_VISIBLE_DEVICES``) and exits with the worker. As with any multiprocessing start
+method but *fork*, a child imports the worker's main script again unless it was run as
+a package (``python -m workers``) or guards its entry point with ``__name__``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass, field
+from multiprocessing import forkserver, reduction
+from pathlib import Path
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["workers.child"])
+
+
+def prepare() -> None:
+    """Start the fork server now (about a second of imports), so that the first trial
+    does not wait for it. Idempotent; restarts a server that died."""
+    forkserver.ensure_running()
+
+
+@dataclass
+class TrialProcess:
+    """A running trial process: its pid, its exit status once it ends, and the worker's
+    ends of its pipes (``to_child``/``from_child`` carry JSON lines; ``lifeline`` is held
+    open so the process's watcher kills its group if this worker dies)."""
+
+    process: multiprocessing.process.BaseProcess
+    to_child: int
+    from_child: int
+    lifeline: int
+    key: str = ""
+    buffer: bytearray = field(default_factory=bytearray)
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """The exit code (negative: killed by that signal), or None while it runs."""
+        return self.process.exitcode
+
+    def wait(self) -> int:
+        self.process.join()
+        code = self.process.exitcode
+        assert code is not None
+        return code
+
+    def kill_group(self) -> None:
+        """SIGKILL the trial process and everything it started (its process group)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # just forked, not yet the leader of its own group
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Kill the group, reap the process and release the pipes."""
+        self.kill_group()
+        self.wait()
+        self.process.close()
+        for fd in (self.to_child, self.from_child, self.lifeline):
+            os.close(fd)
+
+
+def start(workspace: Path, log_path: Path | None) -> TrialProcess:
+    """Fork a trial process (:func:`workers.child.serve`) in its own session, in
+    ``workspace``, with its output appended to ``log_path`` (or discarded)."""
+    from workers import child
+
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    lifeline_r, lifeline_w = os.pipe()
+    try:
+        process = _CONTEXT.Process(
+            target=child.serve, name="trial",
+            args=(_Fd(to_child_r), _Fd(from_child_w), _Fd(lifeline_r), str(workspace),
+                  str(log_path) if log_path else None))
+        process.start()
+    except BaseException:
+        for fd in (to_child_w, from_child_r, lifeline_w):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (to_child_r, from_child_w, lifeline_r):
+            os.close(fd)
+    return TrialProcess(process, to_child_w, from_child_r, lifeline_w)
+
+
+class _Fd:
+    """A file descriptor passed to a forkserver child: the server hands the child a
+    duplicate, which arrives as a plain ``int``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple:
+        return _detach, (reduction.DupFd(self.fd),)
+
+
+def _detach(duplicate: object) -> int:
+    return duplicate.detach()  # type: ignore[attr-defined]
