@@ -31,11 +31,14 @@ this must exceed the longest trial; otherwise Redis hands a second copy to anoth
 worker. That copy finds the trial leased and does nothing, but it would occupy a
 worker slot for a moment. Lost workers are detected through leases, not through this."""
 
-QUEUE_AHEAD = 1
-"""Suggestions kept waiting in the queue beyond one per worker, so that a worker that
-finishes starts its next trial at once instead of waiting for the tuner to suggest
-(~10 ms less idle time per trial). Each costs the algorithm one result it has not
-seen yet; 0 restores strict "one suggestion per free worker"."""
+WORKERS_PER_QUEUED_AHEAD = 8
+"""Unless ``TUNER_QUEUE_AHEAD`` says otherwise, one suggestion waits in the queue beyond
+one per worker for every 8 workers (at least one), so that a worker that finishes starts
+its next trial at once instead of waiting for the tuner to suggest. With many workers
+finishing short trials, one waiting suggestion is taken before the tuner has reacted to
+the next finish (64 slots with 1 s trials: utilisation 93.9 % with 1, 95.4 % with 8).
+Each costs the algorithm one result it has not seen yet; 0 restores strict "one
+suggestion per free worker"."""
 
 CONNECT_TIMEOUT_S = 4.0
 """How long to wait for MongoDB, then Redis, before reporting them unreachable (seconds):

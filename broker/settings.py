@@ -106,7 +106,7 @@ class Settings:
     workspace: Path = field(default_factory=Path.cwd)
     max_evals: int | None = None
     parallelism: int | None = None
-    queue_ahead: int = defaults.QUEUE_AHEAD
+    queue_ahead: int | None = None
     heartbeat_s: float = defaults.HEARTBEAT_S
     lease_s: float = defaults.LEASE_S
     max_attempts: int = defaults.MAX_ATTEMPTS

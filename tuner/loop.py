@@ -143,7 +143,10 @@ class SuggestionLoop:
         if self._share.sharing:  # our share of the pool, and no look-ahead (fair_share)
             return self._seats - self.trials.in_flight
         parallelism = self.trials.parallelism or max(1, self._workers)
-        return parallelism + self.settings.queue_ahead - self.trials.in_flight
+        ahead = self.settings.queue_ahead
+        if ahead is None:
+            ahead = -(-parallelism // defaults.WORKERS_PER_QUEUED_AHEAD)
+        return parallelism + ahead - self.trials.in_flight
 
     def _demand(self) -> int:
         """How many trials this experiment could have in flight now."""
@@ -185,11 +188,14 @@ class SuggestionLoop:
         timeout = max(0.0, self._next_sweep - time.monotonic())
         if self.timeout is not None and self._stop_reason() is None:
             timeout = min(timeout, max(0.0, self._started + self.timeout - time.monotonic()))
-        self._subscription.wait(timeout)
-        if self._subscription.pool_changed or time.monotonic() >= self._next_sweep:
+        announced = self._subscription.wait(timeout)
+        sweep = self._subscription.pool_changed or time.monotonic() >= self._next_sweep
+        if sweep:
             self._subscription.pool_changed = False
             self._sweep()
-        if self.trials.sync():
+        # workers announce each finished trial: read just those, and everything in
+        # flight only at a sweep or when no announcement came (Redis down, a timeout)
+        if self.trials.sync(None if sweep or not announced else announced):
             self._check_early_stop()
 
     def _sweep(self) -> None:

@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,12 +147,14 @@ class DistributedTrials(base.Trials):
             self._remember(doc)
         self._rebuild_if_needed()
 
-    def sync(self) -> list[int]:
-        """Re-read the unfinished trials; returns the tids whose document changed. Reads
-        at most the trials in flight, however long the experiment's history."""
-        if not self._unfinished or self.experiment is None:
+    def sync(self, tids: Iterable[int] | None = None) -> list[int]:
+        """Re-read the unfinished trials (or those of ``tids`` that are unfinished);
+        returns the tids whose document changed. Reads at most the trials in flight,
+        however long the experiment's history."""
+        wanted = self._unfinished if tids is None else self._unfinished.intersection(tids)
+        if not wanted or self.experiment is None:
             return []
-        docs = self.store.find_trials(self.experiment["_id"], tids=sorted(self._unfinished))
+        docs = self.store.find_trials(self.experiment["_id"], tids=sorted(wanted))
         changed = []
         for doc in docs:
             old = self._by_tid.get(doc[TID])
