@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from broker import gpus
@@ -85,16 +86,7 @@ class LocalWorkers:
                                    f"(log: {log})", log=tail)
 
     def stop(self) -> None:
-        for process in self.processes:
-            _kill_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _kill_group(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_groups(self.processes)
         self.processes = []
         if self._watcher is not None:
             pid, lifeline = self._watcher
@@ -109,6 +101,22 @@ def child_env(settings: Settings) -> dict[str, str]:
     so that ``python`` in a command means the same Python, with this project."""
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return {**os.environ, **settings.to_env(), "PATH": path}
+
+
+def stop_groups(processes: Sequence[subprocess.Popen]) -> None:
+    """Stop processes started with ``start_new_session=True`` and everything they
+    started (a shell's children too): SIGTERM to each group, ``STOP_GRACE_S`` to exit,
+    then SIGKILL to whatever is left of the groups."""
+    for process in processes:
+        _kill_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -25,7 +25,7 @@ from broker.services import LocalServices, resolve
 from broker.settings import Settings
 from broker.store import TrialStore, connect
 from broker.trial_doc import TrialState
-from tuner.local import LocalWorkers, child_env
+from tuner.local import LocalWorkers, child_env, stop_groups
 from tuner.progress import ProgressView, Snapshot
 from tuner.report import flatten
 
@@ -78,9 +78,10 @@ def run_experiment(request: RunRequest, settings: Settings, console: Console) ->
 def _run_tuning_command(request: RunRequest, env: dict[str, str], settings: Settings,
                         store: TrialStore, exp_id: str, console: Console,
                         workers: LocalWorkers | None) -> int:
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # its own group: stopping it stops what its shell started
         request.tuning_command, shell=True, cwd=settings.workspace, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     assert process.stdout is not None
     reader = threading.Thread(target=_forward, args=(process.stdout, console), daemon=True)
@@ -94,8 +95,7 @@ def _run_tuning_command(request: RunRequest, env: dict[str, str], settings: Sett
                 time.sleep(POLL_S)
             view.update(_snapshot(store, exp_id, settings))
     except (KeyboardInterrupt, ServiceError) as exc:
-        process.terminate()
-        process.wait()
+        stop_groups([process])
         if isinstance(exc, ServiceError):
             console.print(exc.log, markup=False, highlight=False, soft_wrap=True)
         raise

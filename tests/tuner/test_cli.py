@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, WORKSPACE, unique
+from tests.helpers import REPO, WORKSPACE, process_alive, unique
 
 
 def tuner(*args: str, env: dict[str, str], cwd=REPO, timeout: float = 240):
@@ -74,15 +74,19 @@ def test_a_custom_worker_command_on_its_own_machine_type(settings, store):
     assert {d["worker"].split("-")[0] for d in docs} == {"local0"}
 
 
-def test_a_worker_that_cannot_start_ends_the_run_with_its_log(settings):
+def test_a_worker_that_cannot_start_ends_the_run_with_its_log(settings, tmp_path):
+    pid_file = tmp_path / "tuning.pid"
+    # a shell that does not exec its last command: the tuning script is its child
+    command = f"python tune_script.py 3 & echo $! > {pid_file}; wait"
     result = tuner("hyperparameters", "run", "--name", unique("broken"), "--tuning-command",
-                   "python tune_script.py 3", "--worker-count", "1", "--worker-machine-type",
+                   command, "--worker-count", "1", "--worker-machine-type",
                    unique("broken"), "--worker-command",
                    "python -c 'import sys; print(\"cannot start\"); sys.exit(5)'",
                    "--workspace", str(WORKSPACE), env=configured_env(settings), timeout=120)
     assert result.returncode == 2
     assert "local worker exited with status 5" in result.stderr
     assert "cannot start" in result.stdout
+    assert not process_alive(int(pid_file.read_text())), "the tuning script was left running"
 
 
 def test_the_tuning_commands_exit_status_is_returned(settings):
