@@ -25,8 +25,9 @@ Consequences, and limits:
   trial process. Switching costs a fork of an already-imported server
   (:mod:`workers.trial_process`) plus loading the objective, and a worker with several
   slots keeps idle processes of the other experiments loaded
-  (:class:`workers.runner.RunnerPool`); before both, a switch cost ~1 s of imports and
-  with 1-second trials on 64 slots of a 2-core machine the split reached only 1:2.0.
+  (:class:`workers.runner.RunnerPool`). With 1-second trials on 64 slots of a 2-core
+  machine, weights 1:3 split worker time 1:3.0 (``bench/scale.py``); when a switch
+  still cost ~1 s of imports, the switches used the CPU and the split reached only 1:2.0.
 * Weights are per experiment, on one queue; there are no quotas across queues, users
   or time (use separate machine types / queues for hard isolation).
 """
