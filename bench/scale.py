@@ -183,7 +183,7 @@ def main() -> None:
     print(f"algorithm: {getattr(algo, '__module__', '')}.{getattr(algo, '__name__', algo)}")
 
     overhead_rows = []
-    with bench_services("scale", heartbeat_s=1.0, lease_s=10.0) as (settings, _):
+    with bench_services("scale") as (settings, _):  # the default heartbeat and lease
         store = connect(settings)
         try:
             for history in (100, 1000, args.history):
@@ -208,8 +208,9 @@ def main() -> None:
                 fresh = measured_run(settings, store, name="scale", max_evals=args.trials,
                                      algo=algo, sleep_s=1.0)
                 print("fresh:", fmt(fresh))
-                time.sleep(45)
+                # the history is already there, as after a long run: written before the pause
                 prefill(settings, store, "scale-history", args.history)
+                time.sleep(45)
                 history = measured_run(settings, store, name="scale-history",
                                        max_evals=args.history + args.trials, algo=algo,
                                        sleep_s=1.0, skip_tids=args.history)
