@@ -168,8 +168,8 @@ class Runner:
             self._child = child
             if self._interrupted:
                 child.kill_group()
-        self._send(self._child, {"op": "load", **load_request})
-        reply = self._receive(self._child, tick, interval_s)
+        self._send(child, {"op": "load", **load_request})
+        reply = self._receive(child, tick, interval_s)
         if reply.get("ok"):
             return None
         self.stop()

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from multiprocessing import forkserver, reduction
 from pathlib import Path
 
+from workers import child
+
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["workers.child"])
 
@@ -84,8 +86,6 @@ class TrialProcess:
 def start(workspace: Path, log_path: Path | None) -> TrialProcess:
     """Fork a trial process (:func:`workers.child.serve`) in its own session, in
     ``workspace``, with its output appended to ``log_path`` (or discarded)."""
-    from workers import child
-
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     lifeline_r, lifeline_w = os.pipe()
