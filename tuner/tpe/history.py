@@ -20,6 +20,7 @@ import math
 import operator
 import weakref
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,7 @@ _CACHE: weakref.WeakKeyDictionary[Any, _Rows] = weakref.WeakKeyDictionary()
 
 def read(trials: Any, space: Space) -> History:
     """The history of ``trials`` (a Hyperopt ``Trials``) in ``space``'s coordinates."""
-    docs = list(trials.trials)
+    docs = trials.trials  # read, never kept: the cache holds lists of its own
     rows = _cache_for(trials, space)
     reuse = _reusable(docs, rows)
     new = docs[reuse:]
@@ -80,11 +81,15 @@ def read(trials: Any, space: Space) -> History:
     kind = np.concatenate([rows.kind[:reuse], np.array([_kind(d) for d in new], np.int8)])
     for i in np.flatnonzero(kind[:reuse] == _PEND):  # a pending trial may be cancelled
         kind[i] = _kind(docs[i])
-    rows.docs, rows.X, rows.loss, rows.tids, rows.kind = docs, X, loss, tids, kind
-    rows.miscs = rows.miscs[:reuse] + [d["misc"] for d in new]
-    rows.results = rows.results[:reuse] + [d["result"] for d in new]
-    rows.ids = (_ids(docs, len(docs)), _ids(rows.miscs, len(docs)),
-                _ids(rows.results, len(docs)))
+    rows.X, rows.loss, rows.tids, rows.kind = X, loss, tids, kind
+    # the cached lists are updated in place, not rebuilt: a new list of every document
+    # per call would be young, and each garbage collection until it aged would walk it
+    for cached, fresh in ((rows.docs, new), (rows.miscs, map(_MISC, new)),
+                          (rows.results, map(_RESULT, new))):
+        del cached[reuse:]
+        cached.extend(fresh)
+    n = len(rows.docs)
+    rows.ids = (_ids(rows.docs, n), _ids(rows.miscs, n), _ids(rows.results, n))
 
     fin = np.flatnonzero(kind == _FIN)
     pend = np.flatnonzero(kind == _PEND)
@@ -110,10 +115,9 @@ def _reusable(docs: list[Any], rows: _Rows) -> int:
     n = min(len(docs), len(rows.docs))
     if n == 0:
         return 0
-    head = docs[:n]
-    same = _ids(head, n) == rows.ids[0][:n]
-    same &= _ids(map(_MISC, head), n) == rows.ids[1][:n]
-    same &= _ids(map(_RESULT, head), n) == rows.ids[2][:n]
+    same = _ids(islice(docs, n), n) == rows.ids[0][:n]
+    same &= _ids(map(_MISC, islice(docs, n)), n) == rows.ids[1][:n]
+    same &= _ids(map(_RESULT, islice(docs, n)), n) == rows.ids[2][:n]
     return n if same.all() else int(np.argmin(same))
 
 
