@@ -17,6 +17,7 @@ from broker.notify import Notifier
 from broker.settings import Settings
 from broker.store import TrialStore, WorkerIdentity, connect
 from workers.runner import Runner, RunnerPool
+from workers.trial_process import Launcher
 
 _settings: Settings | None = None
 _context: WorkerContext | None = None
@@ -69,14 +70,14 @@ def current(worker_name: str) -> WorkerContext:
     settings = _settings
     logs_dir = (settings.state_dir / "logs").resolve()
     logs_dir.mkdir(parents=True, exist_ok=True)
+    launcher = Launcher(settings.workspace.resolve(),
+                        log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log")
     _context = WorkerContext(
         settings=settings,
         store=connect(settings),
         notifier=Notifier(settings.broker_url or ""),
-        runners=RunnerPool(lambda: Runner(
-            settings.workspace.resolve(),
-            log_path=logs_dir / f"{worker_name.replace('@', '_')}.trials.log"),
-            keep_idle=settings.idle_processes or 0),
+        runners=RunnerPool(lambda: Runner(launcher), keep_idle=settings.idle_processes or 0,
+                           launcher=launcher),
         identity=identity(worker_name, settings),
         logs_dir=logs_dir,
         pid=os.getpid(),

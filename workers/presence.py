@@ -1,6 +1,7 @@
 """Worker lifecycle: each worker announces itself in the ``workers`` collection and
 renews that every heartbeat, so the tuner knows how many workers serve its queue; it
-prepares a trial process when it starts and stops its trial processes when it stops."""
+forks a spare trial process per slot when it starts and stops its trial processes when
+it stops."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def install(app: Celery, settings: Settings, worker_name: str, slots: int = 1) -
         thread = threading.Thread(target=_beat, args=(settings, worker_name, slots, stop),
                                   name="presence", daemon=True)
         thread.start()
-        context.current(worker_name).runners.prewarm()
+        context.current(worker_name).runners.prewarm(spares=slots)
 
     @signals.worker_shutting_down.connect(weak=False)
     def _hand_back(**_: object) -> None:

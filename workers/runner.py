@@ -6,7 +6,8 @@ arriving, so the objective's module (and its imports, data, CUDA context) is loa
 once, not once per trial. A trial of another experiment replaces the process; trial
 processes are forks of a server that has already imported the project
 (:mod:`workers.trial_process`), so a replacement costs milliseconds plus loading the
-objective.
+objective (or nothing but loading it, when the worker's :class:`~workers.trial_process.Launcher`
+has a spare ready).
 
 While a trial runs, :meth:`Runner.run` calls ``tick`` every heartbeat; ``tick`` renews
 the lease and says whether to go on. On ``cancel``/``lost`` or a deadline the whole
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import trial_process
-from workers.trial_process import TrialProcess
+from workers.trial_process import Launcher, TrialProcess
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,8 @@ class Runner:
     """Owns at most one trial process; not thread-safe: use one per concurrently
     running task (see :class:`RunnerPool`)."""
 
-    def __init__(self, workspace: Path, *, log_path: Path | None = None) -> None:
-        self.workspace = workspace
-        self.log_path = log_path
+    def __init__(self, launcher: Launcher) -> None:
+        self._launcher = launcher
         self._child: TrialProcess | None = None
         self._interrupted = False
         self._interrupt_lock = threading.Lock()
@@ -162,7 +162,7 @@ class Runner:
         if child is not None and child.key == key and child.poll() is None:
             return None
         self.stop()
-        child = trial_process.start(self.workspace, self.log_path)
+        child = self._launcher.launch()
         child.key = key
         with self._interrupt_lock:  # an interrupt while it started still applies
             self._child = child
@@ -241,12 +241,15 @@ class RunnerPool:
     the busy ones keep the trial processes of other experiments loaded: when several
     experiments share a pool, a slot alternates between them, and reusing a loaded
     objective skips its imports and data loading. Keep it 0 where an idle process would
-    hold what the next trial needs, such as a GPU's memory. Thread-safe.
+    hold what the next trial needs, such as a GPU's memory. The pool tells ``launcher``
+    when no trial runs, the time it forks spare trial processes in. Thread-safe.
     """
 
-    def __init__(self, factory: Callable[[], Runner], *, keep_idle: int = 0) -> None:
+    def __init__(self, factory: Callable[[], Runner], *, keep_idle: int = 0,
+                 launcher: Launcher | None = None) -> None:
         self._factory = factory
         self._keep_idle = keep_idle
+        self._launcher = launcher
         self._free: dict[Runner, None] = {}  # least recently used first
         self._all: list[Runner] = []
         self._lock = threading.Lock()
@@ -262,16 +265,24 @@ class RunnerPool:
                 self._all.append(runner)
             else:
                 del self._free[runner]
+            self._tell_launcher()
         try:
             yield runner
         finally:
             with self._lock:
                 self._free[runner] = None
+                self._tell_launcher()
 
-    @staticmethod
-    def prewarm() -> None:
-        """Start the fork server of trial processes before the first trial."""
+    def _tell_launcher(self) -> None:
+        if self._launcher is not None:
+            self._launcher.set_idle(len(self._free) == len(self._all))
+
+    def prewarm(self, spares: int = 0) -> None:
+        """Start the fork server of trial processes before the first trial, and keep
+        ``spares`` blank trial processes ready (see :class:`~workers.trial_process.Launcher`)."""
         trial_process.prepare()
+        if self._launcher is not None:
+            self._launcher.keep_spares(spares)
 
     def interrupt(self) -> None:
         """Kill every running trial (the worker is shutting down); see Runner.interrupt."""
@@ -286,3 +297,5 @@ class RunnerPool:
                 runner.close()
             self._all.clear()
             self._free.clear()
+        if self._launcher is not None:
+            self._launcher.close()

@@ -8,6 +8,15 @@ another experiment, which happens all the time when several experiments share a 
 per worker process: a small server preloads :mod:`workers.child`, and each trial process
 is a fork of it (about 10 ms).
 
+Even a fork costs about 20 ms of CPU before the objective can load (the fork, the
+process's watcher, its bootstrap). That matters when a new experiment reaches a
+worker: every slot starts a trial process at the same moment, and 64 slots on two
+cores would wait up to half a second for each other. A :class:`Launcher` keeps blank
+processes forked ahead of need (one per slot, refilled by a background thread), so the
+path from a claimed trial to its objective only hands one over. Spares are forked
+only while the worker runs no trial: a fork costs the same CPU wherever it happens,
+and while trials run that CPU belongs to them.
+
 The server never loads an objective, so no CUDA context, user module or data is shared
 between trial processes; it is started from the worker's environment (including
 ``CUDA_VISIBLE_DEVICES``) and exits with the worker. As with any multiprocessing start
@@ -17,14 +26,19 @@ a package (``python -m workers``) or guards its entry point with ``__name__``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import forkserver, reduction
 from pathlib import Path
 
 from workers import child
+
+log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["workers.child"])
@@ -103,6 +117,97 @@ def start(workspace: Path, log_path: Path | None) -> TrialProcess:
         for fd in (to_child_r, from_child_w, lifeline_r):
             os.close(fd)
     return TrialProcess(process, to_child_w, from_child_r, lifeline_w)
+
+
+class Launcher:
+    """Starts a worker's trial processes, in ``workspace`` with output to ``log_path``:
+    a spare (a blank process forked ahead of need) when one is ready, else a fresh fork.
+
+    Spares have loaded nothing, so they hold no GPU memory; they die with the worker
+    (each has a lifeline) or at :meth:`close`. Thread-safe.
+    """
+
+    def __init__(self, workspace: Path, log_path: Path | None = None) -> None:
+        self.workspace = workspace
+        self.log_path = log_path
+        self._spares: deque[TrialProcess] = deque()
+        self._wanted = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._refiller: threading.Thread | None = None
+        self._idle = True
+
+    def launch(self) -> TrialProcess:
+        """A trial process that has loaded nothing yet."""
+        dead = []
+        with self._changed:
+            process = None
+            while self._spares and process is None:
+                process = self._spares.popleft()
+                if process.poll() is not None:
+                    dead.append(process)
+                    process = None
+            self._changed.notify()
+        for gone in dead:
+            gone.close()
+        return process or start(self.workspace, self.log_path)
+
+    @property
+    def spares(self) -> list[int]:
+        """The pids of the spares ready now."""
+        with self._changed:
+            return [spare.pid for spare in self._spares]
+
+    def keep_spares(self, count: int) -> None:
+        """Keep ``count`` spares ready from now on, forked one at a time in the background
+        while the worker is idle (:meth:`set_idle`)."""
+        with self._changed:
+            self._wanted = count
+            if count and self._refiller is None and not self._closed:
+                self._refiller = threading.Thread(target=self._refill, name="spare trial "
+                                                  "processes", daemon=True)
+                self._refiller.start()
+            self._changed.notify()
+
+    def set_idle(self, idle: bool) -> None:
+        """Whether the worker runs no trial now; spares are forked only then."""
+        with self._changed:
+            self._idle = idle
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Stop refilling and kill the spares."""
+        with self._changed:
+            self._closed = True
+            spares, self._spares = list(self._spares), deque()
+            self._changed.notify()
+            refiller = self._refiller
+        for spare in spares:
+            spare.close()
+        if refiller is not None and refiller is not threading.current_thread():
+            refiller.join(timeout=10)
+
+    def _refill(self) -> None:
+        while True:
+            with self._changed:
+                while not self._closed and (len(self._spares) >= self._wanted
+                                            or not self._idle):
+                    self._changed.wait()
+                if self._closed:
+                    return
+            try:
+                spare = start(self.workspace, self.log_path)
+            except Exception as exc:  # the next launch forks on demand (and says why)
+                log.warning("could not fork a spare trial process: %s", exc)
+                with self._changed:
+                    self._changed.wait(timeout=5.0)
+                continue
+            with self._changed:
+                if not self._closed:
+                    self._spares.append(spare)
+                    continue
+            spare.close()
+            return
 
 
 class _Fd:

@@ -14,6 +14,7 @@ from hyperopt import hp
 from broker import space
 from tests.helpers import REPO, WORKSPACE, process_alive, wait_for
 from workers.runner import Runner, RunnerPool
+from workers.trial_process import Launcher
 
 
 def load_request(function: str, search_space) -> dict:
@@ -25,7 +26,7 @@ def load_request(function: str, search_space) -> dict:
 
 @pytest.fixture
 def runner():
-    runner = Runner(WORKSPACE)
+    runner = Runner(Launcher(WORKSPACE))
     yield runner
     runner.close()
 
@@ -91,9 +92,10 @@ def test_the_trial_process_dies_with_its_worker(tmp_path):
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from workers.runner import Runner, RunnerPool
+from workers.runner import Runner
+from workers.trial_process import Launcher
 from tests.workers.test_runner import load_request
-runner = Runner(Path({str(WORKSPACE)!r}))
+runner = Runner(Launcher(Path({str(WORKSPACE)!r})))
 runner.run("exp", load_request("spawn_and_sleep", {{"pids": {str(pids)!r}}}), {{}},
            Path({str(tmp_path / "t.log")!r}), tick=lambda: "ok", interval_s=0.5)
 """
@@ -157,3 +159,59 @@ def test_trial_processes_are_forked_by_a_server_in_their_own_session(runner, tmp
     pid, parent, session = (outcome.result[k] for k in ("pid", "ppid", "sid"))
     assert session == pid  # a session (and process group) of its own: killable as a whole
     assert parent not in (os.getpid(), 1)  # forked by the fork server, not by the worker
+
+
+def test_a_launcher_hands_over_spares_forked_while_idle_and_skips_dead_ones(tmp_path):
+    launcher = Launcher(WORKSPACE)
+    try:
+        launcher.keep_spares(2)
+        wait_for(lambda: len(launcher.spares) == 2, timeout=30, message="two spares")
+        first, second = launcher.spares
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not process_alive(first), timeout=10, message="the spare to die")
+
+        launcher.set_idle(False)  # a trial runs: no fork competes with it for CPU
+        runner = Runner(launcher)
+        request = load_request("report_process", {"x": hp.uniform("x", 0, 1)})
+        outcome = runner.run("exp", request, {"x": 0.5}, tmp_path / "t.log",
+                             tick=lambda: "ok", interval_s=0.5)
+        assert outcome.kind == "done", outcome
+        assert outcome.result["pid"] == second  # the dead spare was skipped
+        time.sleep(0.5)
+        assert launcher.spares == []
+        launcher.set_idle(True)
+        wait_for(lambda: len(launcher.spares) == 2, timeout=30, message="the spares refilled")
+        spares = launcher.spares
+        assert second not in spares
+        runner.close()
+    finally:
+        launcher.close()
+    assert launcher.spares == []
+    wait_for(lambda: not any(process_alive(pid) for pid in spares), timeout=10,
+             message="the spares to be killed at close")
+
+
+def test_runner_pool_tells_its_launcher_when_no_trial_runs():
+    class Held:
+        loaded_key = None
+
+        def close(self):
+            pass
+
+    class Recorder:
+        def __init__(self):
+            self.idle, self.closed = [], False
+
+        def set_idle(self, idle):
+            self.idle.append(idle)
+
+        def close(self):
+            self.closed = True
+
+    launcher = Recorder()
+    pool = RunnerPool(Held, launcher=launcher)
+    with pool.borrow("a"), pool.borrow("b"):
+        pass
+    assert launcher.idle == [False, False, False, True]  # idle once both trials ended
+    pool.close()
+    assert launcher.closed
