@@ -51,3 +51,26 @@ def percentile(values: Iterable[float], q: float) -> float:
     rank = (len(ordered) - 1) * q / 100
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def idle_breakdown(intervals: Sequence[Interval], n_workers: int) -> dict[str, float]:
+    """Where the idle worker time went, as fractions of ``n_workers * span``.
+
+    ``start``: slots waiting for their first trial after the run's first start
+    (a slot that never ran counts as idle from start to end); ``gaps``: between a
+    slot's trials; ``end``: slots idle after their last trial until the run's last end.
+    With ``utilisation`` they add up to 1.
+    """
+    by_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for worker, t_start, t_end in intervals:
+        by_worker[worker].append((t_start, t_end))
+    first = min(t_start for _, t_start, _ in intervals)
+    last = max(t_end for *_, t_end in intervals)
+    total = n_workers * (last - first)
+    start = (n_workers - len(by_worker)) * (last - first)
+    end = 0.0
+    for runs in by_worker.values():
+        start += min(s for s, _ in runs) - first
+        end += last - max(e for _, e in runs)
+    gaps = sum(gaps_ms(intervals)) / 1000.0
+    return {"start": start / total, "gaps": gaps / total, "end": end / total}

@@ -32,7 +32,7 @@ sys.path[:0] = [str(BENCH), str(WORKSPACE)]
 
 import bench_objective  # noqa: E402
 import numpy as np  # noqa: E402
-from _measure import gaps_ms, percentile, utilisation  # noqa: E402
+from _measure import gaps_ms, idle_breakdown, percentile, utilisation  # noqa: E402
 from _services import bench_services  # noqa: E402
 from hyperopt import base, hp, rand, tpe  # noqa: E402
 
@@ -78,6 +78,7 @@ def measured_run(settings: Settings, store: TrialStore, *, name: str, max_evals:
     return {"trials": len(intervals), "wall_s": wall, "tuner_cpu_share": cpu / wall,
             "utilisation": utilisation(intervals, SLOTS), "p50_gap_ms": percentile(gaps, 50),
             "p95_gap_ms": percentile(gaps, 95),
+            **{f"idle_{k}": v for k, v in idle_breakdown(intervals, SLOTS).items()},
             "tuner_max_rss_mb": cpu1.ru_maxrss / 1024}
 
 
@@ -229,7 +230,10 @@ def fmt(run: dict[str, float]) -> str:
     return (f"{run['trials']:.0f} trials in {run['wall_s']:.1f} s, utilisation "
             f"{100 * run['utilisation']:.1f} %, gap p50 {run['p50_gap_ms']:.0f} ms / p95 "
             f"{run['p95_gap_ms']:.0f} ms, tuner CPU {100 * run['tuner_cpu_share']:.0f} %, "
-            f"tuner max RSS {run['tuner_max_rss_mb']:.0f} MB")
+            f"tuner max RSS {run['tuner_max_rss_mb']:.0f} MB; idle slot time: "
+            f"{100 * run['idle_start']:.1f} % before a slot's first trial, "
+            f"{100 * run['idle_gaps']:.1f} % between trials, "
+            f"{100 * run['idle_end']:.1f} % after its last")
 
 
 if __name__ == "__main__":
