@@ -40,7 +40,7 @@ from broker import space as space_codec  # noqa: E402
 from broker import spec as spec_module  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store import TrialStore, connect  # noqa: E402
-from broker.trial_doc import new_trial_fields  # noqa: E402
+from broker.trial_doc import TrialState, new_trial_fields  # noqa: E402
 from sdk import hyper_tune  # noqa: E402
 from tuner.experiment import open_experiment  # noqa: E402
 from tuner.local import LocalWorkers  # noqa: E402
@@ -106,40 +106,70 @@ def prefill(settings: Settings, store: TrialStore, name: str, n: int) -> None:
 
 
 def suggestion_overhead(settings: Settings, store: TrialStore, algo: Any,
-                        history: int, n: int = 100) -> tuple[float, float, float]:
-    """Per suggestion, in ms: the algorithm's own time; the tuner's bookkeeping around
-    it (reserve an id, store and index the trial, re-read what is in flight), with
-    ``history`` finished trials in the experiment; and the part of that bookkeeping
-    spent on the tuner's own CPU (the rest is waiting for MongoDB)."""
+                        histories: tuple[int, ...], n: int = 200
+                        ) -> dict[int, tuple[float, float, float]]:
+    """Per suggestion, in ms, for experiments with each of ``histories`` finished trials:
+    the algorithm's own time; the tuner's bookkeeping around it (reserve an id, store and
+    index the trial, re-read what is in flight); and the part of that bookkeeping spent
+    on the tuner's own CPU (the rest is waiting for MongoDB). As with 64 workers, a
+    trial finishes (its result written to MongoDB, untimed) once 64 are in flight.
+
+    The experiments take turns, ``BLOCK`` suggestions each, so that all of them see the
+    same machine: on a shared 2-core machine, runs made one after the other differ by
+    ±20 %. (Blocks rather than single suggestions, so that the garbage one experiment's
+    algorithm leaves is collected on its own account.)"""
     from tuner.session import open_session
     from tuner.trials import DistributedTrials
 
-    name = f"overhead-{history}"
-    prefill(settings, store, name, history)
-    trials = DistributedTrials(name, settings=settings)
     expr = space_codec.validate({**SPACE, "sleep": 1.0})
     domain = base.Domain(bench_objective.objective, expr)
+    sums = {h: [0.0, 0.0, 0.0, 0.0] for h in histories}  # algo, total, algo CPU, total CPU
     with open_session(settings) as session:
-        trials.session = session
-        trials.experiment = store.experiment_by_name(name)
-        trials._exp_key = trials.experiment["_id"]
-        trials.load_all()
-        algo_s = total_s = algo_cpu_s = total_cpu_s = 0.0
-        for i in range(n):
+        experiments = {}
+        for history in histories:
+            name = f"overhead-{history}"
+            prefill(settings, store, name, history)
+            trials = DistributedTrials(name, settings=settings)
+            trials.session = session
+            trials.experiment = store.experiment_by_name(name)
+            trials._exp_key = trials.experiment["_id"]
+            trials.load_all()
+            experiments[history] = trials
+        for i in range(n * len(histories)):  # n per experiment, BLOCK at a time
+            history = histories[i // BLOCK % len(histories)]
+            trials = experiments[history]
             started, cpu_started = time.perf_counter(), time.process_time()
             ids = trials.new_trial_ids(1)
             t0, cpu0 = time.perf_counter(), time.process_time()
             docs = algo(ids, domain, trials, i)
-            algo_s += time.perf_counter() - t0
-            algo_cpu_s += time.process_time() - cpu0
+            t1, cpu1 = time.perf_counter(), time.process_time()
             trials.insert_trial_docs(docs)
             trials.sync()
             trials.counts()
-            total_s += time.perf_counter() - started
-            total_cpu_s += time.process_time() - cpu_started
-        trials.session = None
-    return (1000 * algo_s / n, 1000 * (total_s - algo_s) / n,
-            1000 * (total_cpu_s - algo_cpu_s) / n)
+            row = sums[history]
+            row[0] += t1 - t0
+            row[1] += time.perf_counter() - started
+            row[2] += cpu1 - cpu0
+            row[3] += time.process_time() - cpu_started
+            if trials.in_flight > SLOTS:
+                finish_oldest(store, trials)
+        for trials in experiments.values():
+            trials.session = None
+    return {h: (1000 * a / n, 1000 * (t - a) / n, 1000 * (tc - ac) / n)
+            for h, (a, t, ac, tc) in sums.items()}
+
+
+BLOCK = 25
+"""Suggestions per turn in :func:`suggestion_overhead`."""
+
+
+def finish_oldest(store: TrialStore, trials: Any) -> None:
+    """Write a result for the oldest trial in flight, as its worker would."""
+    tid = min(trials.unfinished(TrialState.QUEUED))
+    now = time.time()
+    store.trials.update_one({"exp_key": trials.experiment["_id"], "tid": tid}, {"$set": {
+        "state": base.JOB_STATE_DONE, "result": {"status": "ok", "loss": float(tid % 7)},
+        "started_at": now - 1, "ended_at": now, "refresh_time": now}})
 
 
 def tune_shared(settings: Settings, name: str, weight: int, max_evals: int,
@@ -183,20 +213,17 @@ def main() -> None:
     algo = algorithm(args.algo)
     print(f"algorithm: {getattr(algo, '__module__', '')}.{getattr(algo, '__name__', algo)}")
 
-    overhead_rows = []
     with bench_services("scale") as (settings, _):  # the default heartbeat and lease
         store = connect(settings)
         try:
-            for history in (100, 1000, args.history):
-                algo_ms, overhead_ms, cpu_ms = suggestion_overhead(settings, store, algo,
-                                                                   history)
-                overhead_rows.append((history, algo_ms, overhead_ms, cpu_ms))
+            overhead = suggestion_overhead(settings, store, algo, (100, 1000, args.history))
+            for history, (algo_ms, overhead_ms, cpu_ms) in overhead.items():
                 print(f"{history:>6} finished trials: algorithm {algo_ms:.1f} ms, tuner "
                       f"overhead {overhead_ms:.1f} ms per suggestion, of which "
                       f"{cpu_ms:.1f} ms the tuner's CPU and the rest waiting for MongoDB")
-            base_cpu = overhead_rows[0][3]
-            print(f"tuner CPU overhead at {args.history} vs 100 finished trials: "
-                  f"{overhead_rows[-1][3] / base_cpu:.2f}x")
+            (_, base_ms, base_cpu), (_, top_ms, top_cpu) = overhead[100], overhead[args.history]
+            print(f"tuner overhead at {args.history} vs 100 finished trials: "
+                  f"{top_ms / base_ms:.2f}x (its CPU: {top_cpu / base_cpu:.2f}x)")
             command = f"python -m workers --concurrency {THREADS} --loglevel warning"
             with LocalWorkers(settings, count=PROCESSES, command=command):
                 while sum(w.get("slots", 1) for w in store.alive_workers(
