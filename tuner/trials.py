@@ -53,6 +53,10 @@ class DistributedTrials(base.Trials):
     """
 
     asynchronous = True
+    finished_trials_are_final = True
+    """A finished document is never changed and ``trials`` is only appended to (it is
+    rebuilt as a new list when a trial leaves it): the TPE's reader relies on this to
+    skip re-checking the finished ones (:mod:`tuner.tpe.history`)."""
 
     def __init__(
         self,

@@ -10,10 +10,12 @@ import numpy as np
 from hyperopt import Trials, base, hp
 from scipy.stats import norm, truncnorm
 
+from broker.settings import Settings
 from tests.tuner.test_tpe import finish, propose
 from tuner.tpe import history
 from tuner.tpe.kde import ParzenMixture
 from tuner.tpe.space import Param, extract_expr
+from tuner.trials import DistributedTrials
 
 
 def test_conditions_and_groups_follow_the_choices():
@@ -69,6 +71,35 @@ def test_the_reader_caches_finished_rows_and_sees_every_change():
     trials._dynamic_trials[0] = replaced
     trials.refresh()
     assert history.read(trials, space).loss[0] == 3.0
+
+
+def test_the_reader_rechecks_only_pending_rows_of_a_list_that_only_grew(monkeypatch):
+    space_def = {"x": hp.uniform("x", 0, 1)}
+    space = extract_expr(space_def)
+    trials = DistributedTrials("reader", settings=Settings())
+    for doc in propose(_random, space_def, Trials(), 4, seed=0):
+        trials._remember(doc)  # queued, as stored by the tuner
+    finished = copy.deepcopy(trials.doc(0))
+    finished.update(state=base.JOB_STATE_DONE, result={"status": "ok", "loss": 2.0})
+    trials._remember(finished)
+    assert list(history.read(trials, space).finished) == [True, False, False, False]
+
+    def whole_list_compared(*args):
+        raise AssertionError("the whole list was compared")
+
+    monkeypatch.setattr(history, "_reusable", whole_list_compared)
+    done = copy.deepcopy(trials.doc(2))  # re-read from the store: new misc and result
+    done.update(state=base.JOB_STATE_DONE, result={"status": "ok", "loss": 0.5})
+    trials._remember(done)
+    h = history.read(trials, space)
+    assert list(h.tids) == [0, 2, 1, 3] and list(h.loss[:2]) == [2.0, 0.5]
+
+    monkeypatch.undo()  # a trial leaving the list rebuilds it: compared in full again
+    cancelled = copy.deepcopy(trials.doc(1))
+    cancelled["state"] = base.JOB_STATE_CANCEL
+    trials._remember(cancelled)
+    trials._rebuild_if_needed()
+    assert list(history.read(trials, space).tids) == [0, 2, 3]
 
 
 def _random(new_ids, domain, trials, seed):

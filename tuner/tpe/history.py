@@ -12,6 +12,12 @@ objects (compared by identity, in C; the cache holds references, so identities s
 unique). A trial that finishes gets a new ``result``, and a document re-read from a
 store is a new object: both are read again. Pending documents are re-checked for
 their state every time (a queued trial may have been cancelled).
+
+Comparing 10,000 identities still costs a few milliseconds per call. A ``Trials`` that
+sets ``finished_trials_are_final = True`` promises that it never changes a finished
+document and only appends to its ``trials`` list (a list it rebuilds is a new object);
+:class:`tuner.trials.DistributedTrials` does. For it, while the list is the one read
+last time, only the documents that were pending are compared.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import math
 import operator
 import weakref
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -62,6 +67,7 @@ class _Rows:
     tids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     kind: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
     ids: tuple[np.ndarray, ...] = ()  # id() of docs, miscs, results (kept alive above)
+    source: list[Any] | None = None  # the Trials' own list, as read last time
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, _Rows] = weakref.WeakKeyDictionary()
@@ -71,7 +77,12 @@ def read(trials: Any, space: Space) -> History:
     """The history of ``trials`` (a Hyperopt ``Trials``) in ``space``'s coordinates."""
     docs = trials.trials  # read, never kept: the cache holds lists of its own
     rows = _cache_for(trials, space)
-    reuse = _reusable(docs, rows)
+    if getattr(trials, "finished_trials_are_final", False) and docs is rows.source:
+        ids = None
+        reuse = _reusable_pending(docs, rows)
+    else:
+        ids = _identities(docs)
+        reuse = _reusable(ids, rows.ids)
     new = docs[reuse:]
     n_params = len(space.params)
     X = np.vstack([rows.X[:reuse].reshape(reuse, n_params),
@@ -88,8 +99,11 @@ def read(trials: Any, space: Space) -> History:
                           (rows.results, map(_RESULT, new))):
         del cached[reuse:]
         cached.extend(fresh)
-    n = len(rows.docs)
-    rows.ids = (_ids(rows.docs, n), _ids(rows.miscs, n), _ids(rows.results, n))
+    if ids is None:
+        ids = tuple(np.concatenate([old[:reuse], fresh])
+                    for old, fresh in zip(rows.ids, _identities(new), strict=True))
+    rows.ids = ids  # of the very objects the cached lists now hold
+    rows.source = docs
 
     fin = np.flatnonzero(kind == _FIN)
     pend = np.flatnonzero(kind == _PEND)
@@ -109,16 +123,32 @@ def _by_tid(index: np.ndarray, tids: np.ndarray) -> np.ndarray:
     return index[np.argsort(t, kind="stable")]
 
 
-def _reusable(docs: list[Any], rows: _Rows) -> int:
-    """How many leading ``docs`` are the ones read last time, unchanged: the same
+def _identities(docs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``id()`` of each document, of its ``misc`` and of its ``result``."""
+    n = len(docs)
+    return _ids(docs, n), _ids(map(_MISC, docs), n), _ids(map(_RESULT, docs), n)
+
+
+def _reusable(ids: tuple[np.ndarray, ...], cached: tuple[np.ndarray, ...]) -> int:
+    """How many leading documents are the ones read last time, unchanged: the same
     document, ``misc`` and ``result`` objects (identities compared as arrays)."""
-    n = min(len(docs), len(rows.docs))
+    n = min(len(ids[0]), len(cached[0])) if cached else 0
     if n == 0:
         return 0
-    same = _ids(islice(docs, n), n) == rows.ids[0][:n]
-    same &= _ids(map(_MISC, islice(docs, n)), n) == rows.ids[1][:n]
-    same &= _ids(map(_RESULT, islice(docs, n)), n) == rows.ids[2][:n]
+    same = (ids[0][:n] == cached[0][:n]) & (ids[1][:n] == cached[1][:n])
+    same &= ids[2][:n] == cached[2][:n]
     return n if same.all() else int(np.argmin(same))
+
+
+def _reusable_pending(docs: list[Any], rows: _Rows) -> int:
+    """:func:`_reusable` for a list that was only appended to since it was read and
+    whose finished documents are final: only the rows that were pending can differ."""
+    for i in np.flatnonzero(rows.kind == _PEND):
+        doc = docs[i]
+        if (doc is not rows.docs[i] or doc["misc"] is not rows.miscs[i]
+                or doc["result"] is not rows.results[i]):
+            return int(i)
+    return min(len(docs), len(rows.docs))
 
 
 def _ids(objects: Any, n: int) -> np.ndarray:
