@@ -22,9 +22,9 @@ Consequences, and limits:
   the odd seat to whichever is least served; a tuner that dies stops counting after
   three missed sweeps, but its running trials finish first.
 * Under sharing, a worker slot alternates between experiments, which never share a
-  trial process. Switching costs a fork of an already-imported server
-  (:mod:`workers.trial_process`) plus loading the objective, and a worker with several
-  slots keeps idle processes of the other experiments loaded
+  trial process. Switching costs loading the objective into a spare trial process (or
+  a fork of an already-imported server: :mod:`workers.trial_process`), and a worker
+  with several slots keeps idle processes of the other experiments loaded
   (:class:`workers.runner.RunnerPool`). With 1-second trials on 64 slots of a 2-core
   machine, weights 1:3 split worker time 1:3.0 (``bench/scale.py``); when a switch
   still cost ~1 s of imports, the switches used the CPU and the split reached only 1:2.0.
