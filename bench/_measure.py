@@ -31,12 +31,8 @@ def gaps_ms(intervals: Iterable[Interval]) -> list[float]:
 
     Per worker, trials sorted by start: ``next.t_start - prev.t_end``.
     """
-    by_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for worker, t_start, t_end in intervals:
-        by_worker[worker].append((t_start, t_end))
     gaps: list[float] = []
-    for runs in by_worker.values():
-        runs.sort()
+    for runs in _by_worker(intervals).values():
         gaps.extend(1000.0 * (nxt[0] - prev[1]) for prev, nxt in pairwise(runs))
     return gaps
 
@@ -61,16 +57,24 @@ def idle_breakdown(intervals: Sequence[Interval], n_workers: int) -> dict[str, f
     slot's trials; ``end``: slots idle after their last trial until the run's last end.
     With ``utilisation`` they add up to 1.
     """
-    by_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for worker, t_start, t_end in intervals:
-        by_worker[worker].append((t_start, t_end))
+    by_worker = _by_worker(intervals)
     first = min(t_start for _, t_start, _ in intervals)
     last = max(t_end for *_, t_end in intervals)
     total = n_workers * (last - first)
     start = (n_workers - len(by_worker)) * (last - first)
     end = 0.0
     for runs in by_worker.values():
-        start += min(s for s, _ in runs) - first
+        start += runs[0][0] - first
         end += last - max(e for _, e in runs)
     gaps = sum(gaps_ms(intervals)) / 1000.0
     return {"start": start / total, "gaps": gaps / total, "end": end / total}
+
+
+def _by_worker(intervals: Iterable[Interval]) -> dict[str, list[tuple[float, float]]]:
+    """Each worker's ``(t_start, t_end)`` runs, sorted by start."""
+    by_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for worker, t_start, t_end in intervals:
+        by_worker[worker].append((t_start, t_end))
+    for runs in by_worker.values():
+        runs.sort()
+    return by_worker

@@ -172,8 +172,9 @@ class Launcher:
     def set_idle(self, idle: bool) -> None:
         """Whether the worker runs no trial now; spares are forked only then."""
         with self._changed:
-            self._idle = idle
-            self._changed.notify()
+            if idle != self._idle:  # called on every borrow and return: wake only on a change
+                self._idle = idle
+                self._changed.notify()
 
     def close(self) -> None:
         """Stop refilling and kill the spares."""

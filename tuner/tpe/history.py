@@ -75,7 +75,7 @@ _CACHE: weakref.WeakKeyDictionary[Any, _Rows] = weakref.WeakKeyDictionary()
 
 def read(trials: Any, space: Space) -> History:
     """The history of ``trials`` (a Hyperopt ``Trials``) in ``space``'s coordinates."""
-    docs = trials.trials  # read, never kept: the cache holds lists of its own
+    docs = trials.trials  # the cache keeps this list only to recognise it next time
     rows = _cache_for(trials, space)
     if getattr(trials, "finished_trials_are_final", False) and docs is rows.source:
         ids = None
